@@ -1,0 +1,83 @@
+#include "common.h"
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+
+#include "interp/error.h"
+
+namespace interp::app {
+
+void ModelArgs::add_to(CLI::App& cmd) {
+  cmd.add_option("model", model, "TorchScript model file (.pt)")->required();
+  cmd.add_option("--device", device, "cpu, cuda or cuda:N")->capture_default_str();
+  cmd.add_option("--name-map", name_map,
+                 "JSON map from module path patterns to TransformerLens module names, for models whose modules "
+                 "are not named as in TransformerLens (e.g. models/name_maps/hf_gpt2.json)");
+}
+
+HookedModel ModelArgs::load() const {
+  LoadOptions o;
+  o.device = device;
+  o.name_map = name_map;
+  return HookedModel::load(model, o);
+}
+
+std::vector<std::string> split_list(const std::string& text, char sep) {
+  std::vector<std::string> out;
+  std::string cur;
+  auto flush = [&] {
+    size_t a = cur.find_first_not_of(" \t\n"), b = cur.find_last_not_of(" \t\n");
+    if (a != std::string::npos) out.push_back(cur.substr(a, b - a + 1));
+    cur.clear();
+  };
+  for (char c : text) {
+    if (c == sep) flush();
+    else cur += c;
+  }
+  flush();
+  return out;
+}
+
+at::Tensor parse_tokens(const std::string& text) {
+  std::vector<std::vector<int64_t>> rows;
+  for (const auto& seq : split_list(text, ';')) {
+    std::vector<int64_t> row;
+    for (const auto& tok : split_list(seq, ',')) {
+      size_t used = 0;
+      long long v = 0;
+      try {
+        v = std::stoll(tok, &used);
+      } catch (const std::exception&) {
+        used = 0;
+      }
+      if (used != tok.size() || used == 0)
+        throw Error(fmt::format("--tokens: '{}' is not an integer token id; write ids like \"1,2,3\" and separate "
+                                "sequences with ';'",
+                                tok));
+      row.push_back(v);
+    }
+    if (row.empty()) continue;
+    if (!rows.empty() && row.size() != rows[0].size())
+      throw Error(fmt::format("--tokens: sequence {} has {} tokens but sequence 1 has {}; all sequences in a batch "
+                              "must have the same length",
+                              rows.size() + 1, row.size(), rows[0].size()));
+    rows.push_back(std::move(row));
+  }
+  if (rows.empty()) throw Error("--tokens: no token ids given; write ids like \"1,2,3\"");
+  at::Tensor t = at::empty({static_cast<int64_t>(rows.size()), static_cast<int64_t>(rows[0].size())}, at::kLong);
+  for (size_t i = 0; i < rows.size(); ++i)
+    for (size_t j = 0; j < rows[i].size(); ++j) t[i][j] = rows[i][j];
+  return t;
+}
+
+std::string human_bytes(double b) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  int u = 0;
+  while (b >= 1024 && u < 4) {
+    b /= 1024;
+    ++u;
+  }
+  return u == 0 ? fmt::format("{:.0f} {}", b, units[u]) : fmt::format("{:.1f} {}", b, units[u]);
+}
+
+}  // namespace interp::app

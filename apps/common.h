@@ -1,0 +1,36 @@
+// Shared by the subcommands: options every subcommand takes, token parsing, small printing helpers.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <ATen/core/Tensor.h>
+
+#include <string>
+#include <vector>
+
+#include "interp/hooks.h"
+
+namespace interp::app {
+
+// --device and --name-map, and the model argument.
+struct ModelArgs {
+  std::string model;
+  std::string device = "cpu";
+  std::string name_map;
+  void add_to(CLI::App& cmd);
+  HookedModel load() const;
+};
+
+// "1,2,3" -> [[1,2,3]]; "1,2;3,4" -> [[1,2],[3,4]] (sequences of equal length, ';' between them).
+at::Tensor parse_tokens(const std::string& text);
+
+// "a,b,c" -> {"a","b","c"}, trimming spaces, dropping empties.
+std::vector<std::string> split_list(const std::string& text, char sep = ',');
+
+std::string human_bytes(double bytes);
+
+// Each subcommand registers itself on the app: one file each.
+void register_hooks(CLI::App& app);
+void register_cache(CLI::App& app);
+void register_run(CLI::App& app);
+
+}  // namespace interp::app

@@ -1,0 +1,34 @@
+// interp: command-line front end. One file per subcommand (cmd_*.cpp); this file only dispatches
+// and turns errors into `error: ...` with a non-zero exit code.
+#include <fmt/format.h>
+
+#include <iostream>
+
+#include "common.h"
+#include "interp/error.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"interp: mechanistic interpretability for TorchScript transformers"};
+  app.require_subcommand(1);
+  app.option_defaults()->always_capture_default();
+  interp::app::register_hooks(app);
+  interp::app::register_cache(app);
+  interp::app::register_run(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::cerr << "error: " << e.what() << "\n(run with --help for usage)\n";
+    return 2;
+  } catch (const interp::Error& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return 1;
+  } catch (const std::exception& e) {
+    std::cerr << "error: unexpected failure: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,494 @@
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <torch/csrc/autograd/grad_mode.h>
+#include <torch/csrc/jit/api/function_impl.h>
+#include <torch/csrc/jit/ir/constants.h>
+#include <torch/csrc/jit/ir/ir.h>
+#include <torch/csrc/jit/serialization/import.h>
+
+#include <filesystem>
+#include <mutex>
+#include <sstream>
+#include <cstring>
+#include <unordered_map>
+
+#include "hooks/hook_op.h"
+#include "hooks/names.h"
+#include "hooks/rewrite.h"
+#include "interp/error.h"
+#include "interp/hooks.h"
+
+namespace interp {
+namespace {
+
+std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
+
+std::string shape_of(at::IntArrayRef s) { return fmt::format("[{}]", fmt::join(s, ", ")); }
+
+struct StopForward : std::exception {
+  const char* what() const noexcept override { return "interp: stop_at_layer reached"; }
+};
+
+}  // namespace
+
+std::string HookPoint::shape_str() const {
+  std::vector<std::string> parts;
+  for (int64_t d : shape)
+    parts.push_back(d == kBatch ? "batch" : d == kPos ? "pos" : d < 0 ? "*" : std::to_string(d));
+  return fmt::format("[{}]", fmt::join(parts, ", "));
+}
+
+struct PersistentHook {
+  int64_t id;
+  std::string name;
+  std::shared_ptr<const HookFn> fn;
+};
+
+struct HookedModel::Impl {
+  std::string path;
+  torch::jit::Module module;
+  c10::Device device{c10::kCPU};
+  std::unique_ptr<torch::jit::GraphFunction> fn;
+  std::vector<c10::IValue> extra_args;  // defaults for forward's inputs after the tokens
+  std::vector<detail::RewrittenPoint> raw;  // by hook id
+  std::vector<HookPoint> points;            // forward order
+  std::vector<int64_t> point_ids;           // hook id of points[i]
+  std::unordered_map<std::string, int64_t> name_to_id;
+  std::vector<std::string> all_names;
+  std::vector<MissingPoint> missing;
+  ModelInfo info;
+  std::mutex mu;
+  std::map<uint64_t, PersistentHook> persistent;
+  uint64_t next_handle = 1;
+
+  int64_t id_of(const std::string& name) const {
+    auto it = name_to_id.find(name);
+    if (it == name_to_id.end())
+      throw Error(fmt::format("{}: no hook point named '{}'; {} (`interp hooks {}` lists them all)", path, name,
+                              detail::did_you_mean(name, all_names), path));
+    return it->second;
+  }
+  at::Tensor run(const at::Tensor& tokens, class RunState* rs, const RunOptions& opt) const;
+};
+
+// The per-run state the hook op consults: which points have hooks, which are cached, where to stop.
+class RunState final : public detail::HookRuntime {
+ public:
+  explicit RunState(const HookedModel::Impl& m) : m_(m), hooks_(m.raw.size()), capture_(m.raw.size(), 0) {}
+
+  void add_hook(int64_t id, const std::string& name, std::shared_ptr<const HookFn> fn) {
+    hooks_[id].push_back({name, fn.get()});
+    keep_.push_back(std::move(fn));
+  }
+  void capture(int64_t id) { capture_[id] = 1; }
+
+  at::Tensor call(const at::Tensor& x, int64_t id) override {
+    if (id < 0 || static_cast<size_t>(id) >= hooks_.size()) return x;
+    const auto& hooks = hooks_[id];
+    if (hooks.empty() && !capture_[id] && id != stop_id) return x;
+    at::Tensor act = x;
+    for (const auto& [name, fn] : hooks) {
+      try {
+        (*fn)(act, name);
+      } catch (...) {
+        error = std::current_exception();
+        throw;
+      }
+      if (!act.defined() || act.sizes() != x.sizes() || act.scalar_type() != x.scalar_type() ||
+          act.device() != x.device()) {
+        error = std::make_exception_ptr(Error(fmt::format(
+            "hook on '{}' replaced a {} {} tensor on {} with {}; a hook must keep shape, dtype and device", name,
+            shape_of(x.sizes()), c10::toString(x.scalar_type()), x.device().str(),
+            act.defined() ? fmt::format("a {} {} tensor on {}", shape_of(act.sizes()),
+                                        c10::toString(act.scalar_type()), act.device().str())
+                          : std::string("an undefined tensor"))));
+        throw StopForward();
+      }
+    }
+    if (capture_[id] && cache) {
+      at::Tensor v = grad ? act : act.detach();
+      if (m_.raw[id].clone_on_capture) v = v.clone();
+      cache->put(m_.raw[id].names[0], v);
+    }
+    if (id == stop_id) {
+      stopped = act;
+      did_stop = true;
+      throw StopForward();
+    }
+    return act;
+  }
+
+  ActivationCache* cache = nullptr;
+  bool grad = false;
+  int64_t stop_id = -1;
+  at::Tensor stopped;
+  bool did_stop = false;
+  std::exception_ptr error;
+
+ private:
+  const HookedModel::Impl& m_;
+  std::vector<std::vector<std::pair<std::string, const HookFn*>>> hooks_;
+  std::vector<char> capture_;
+  std::vector<std::shared_ptr<const HookFn>> keep_;
+};
+
+at::Tensor HookedModel::Impl::run(const at::Tensor& tokens_in, RunState* rs, const RunOptions& opt) const {
+  if (!tokens_in.defined()) throw Error("tokens: undefined tensor");
+  at::Tensor tokens = tokens_in.dim() == 1 ? tokens_in.unsqueeze(0) : tokens_in;
+  if (tokens.dim() != 2 || tokens.size(0) == 0 || tokens.size(1) == 0)
+    throw Error(fmt::format("tokens must be [batch, pos] with batch, pos > 0; got shape {}", shape_of(tokens.sizes())));
+  if (!at::isIntegralType(tokens.scalar_type(), /*includeBool=*/false))
+    throw Error(fmt::format("tokens must be integer ids; got {} values", c10::toString(tokens.scalar_type())));
+  if (info.d_vocab > 0) {
+    int64_t lo = tokens.min().item<int64_t>(), hi = tokens.max().item<int64_t>();
+    if (lo < 0 || hi >= info.d_vocab)
+      throw Error(fmt::format("token id {} is outside the vocabulary of {} (ids 0..{}) of {}", lo < 0 ? lo : hi,
+                              info.d_vocab, info.d_vocab - 1, path));
+  }
+  if (info.n_ctx > 0 && tokens.size(1) > info.n_ctx)
+    throw Error(fmt::format("{} tokens per sequence, but {} has a context of {}; split the input", tokens.size(1),
+                            path, info.n_ctx));
+  tokens = tokens.to(device, at::kLong);
+
+  int64_t stop_id = -1;
+  if (opt.stop_at_layer) {
+    int L = *opt.stop_at_layer < 0 ? *opt.stop_at_layer + info.n_layers : *opt.stop_at_layer;
+    if (L < 0 || L > info.n_layers)
+      throw Error(fmt::format("stop_at_layer {} out of range for {} layers", *opt.stop_at_layer, info.n_layers));
+    stop_id = id_of(L < info.n_layers ? fmt::format("blocks.{}.hook_resid_pre", L)
+                                      : fmt::format("blocks.{}.hook_resid_post", L - 1));
+  }
+  std::optional<RunState> local;
+  if (stop_id >= 0 && !rs) rs = &local.emplace(*this);
+  if (rs) {
+    rs->stop_id = stop_id;
+    rs->grad = opt.grad;
+  }
+
+  at::AutoGradMode grad_mode(opt.grad);
+  detail::RuntimeScope scope(rs);
+  torch::jit::Stack stack;
+  stack.reserve(2 + extra_args.size());
+  stack.emplace_back(module._ivalue());
+  stack.emplace_back(tokens);
+  for (const auto& a : extra_args) stack.push_back(a);
+  try {
+    fn->run(stack);
+  } catch (...) {
+    if (rs && rs->error) std::rethrow_exception(rs->error);
+    if (rs && rs->did_stop) return rs->stopped;
+    try {
+      throw;
+    } catch (const c10::Error& e) {
+      throw Error(fmt::format("{}: forward failed on tokens {}: {}", path, shape_of(tokens.sizes()),
+                              e.what_without_backtrace()));
+    } catch (const std::exception& e) {
+      throw Error(fmt::format("{}: forward failed on tokens {}: {}", path, shape_of(tokens.sizes()), e.what()));
+    }
+  }
+  c10::IValue out = stack.back();
+  if (out.isTuple() && !out.toTupleRef().elements().empty()) out = out.toTupleRef().elements()[0];
+  if (!out.isTensor()) throw Error(fmt::format("{}: forward returned {}, not logits", path, out.tagKind()));
+  return out.toTensor();
+}
+
+HookedModel::HookedModel(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
+HookedModel::HookedModel(HookedModel&&) noexcept = default;
+HookedModel& HookedModel::operator=(HookedModel&&) noexcept = default;
+HookedModel::~HookedModel() = default;
+
+HookedModel HookedModel::load(const std::string& path, const LoadOptions& options) {
+  auto m = std::make_shared<Impl>();
+  m->path = path;
+  try {
+    m->device = c10::Device(options.device);
+  } catch (const c10::Error&) {
+    throw Error(fmt::format("device '{}' is not a device; use cpu, cuda or cuda:N", options.device));
+  }
+  if (m->device.is_cuda() && !at::hasCUDA())
+    throw Error(fmt::format("device '{}' asked for, but this LibTorch build sees no CUDA device; use --device cpu",
+                            options.device));
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec))
+    throw Error(fmt::format("{}: no such model file; export one with models/export.py", path));
+  try {
+    m->module = torch::jit::load(path, m->device);
+  } catch (const c10::Error& e) {
+    throw Error(fmt::format("{}: not a TorchScript file ({}); save the model with torch.jit.script or "
+                            "torch.jit.trace and torch.jit.save",
+                            path, first_line(e.what_without_backtrace())));
+  }
+  m->module.eval();
+
+  detail::NameMap names =
+      options.name_map.empty() ? detail::NameMap::transformer_lens() : detail::NameMap::from_json_file(options.name_map);
+  detail::Rewrite rw;
+  try {
+    rw = detail::rewrite_forward(m->module, names);
+  } catch (const c10::Error& e) {
+    throw Error(fmt::format("{}: could not rewrite the forward graph: {}", path, first_line(e.what_without_backtrace())));
+  }
+  m->raw = std::move(rw.points);
+
+  // forward(self, tokens, ...): the arguments after tokens take their defaults.
+  const auto& schema = m->module.get_method("forward").function().getSchema();
+  if (schema.arguments().size() < 2)
+    throw Error(fmt::format("{}: forward takes no tokens argument; interp calls forward(tokens)", path));
+  for (size_t i = 2; i < schema.arguments().size(); ++i) {
+    const auto& a = schema.arguments()[i];
+    if (!a.default_value())
+      throw Error(fmt::format("{}: forward's argument '{}' has no default; interp calls forward(tokens)", path, a.name()));
+    m->extra_args.push_back(*a.default_value());
+  }
+  m->fn = std::make_unique<torch::jit::GraphFunction>("interp_hooked_forward", rw.graph, nullptr);
+
+  // Hook ids in forward order.
+  std::vector<int64_t> order;
+  std::function<void(torch::jit::Block*)> collect = [&](torch::jit::Block* b) {
+    for (torch::jit::Node* n : b->nodes()) {
+      if (n->kind() == detail::hook_symbol()) order.push_back(torch::jit::toIValue(n->input(1))->toInt());
+      for (auto* sub : n->blocks()) collect(sub);
+    }
+  };
+  collect(rw.graph->block());
+
+  if (!rw.pos_embed_path.empty()) {  // n_ctx: rows of pos_embed's first (2-D) parameter
+    torch::jit::Module sub = m->module;
+    std::stringstream parts(rw.pos_embed_path);
+    for (std::string part; std::getline(parts, part, '.');) sub = sub.attr(part).toModule();
+    for (const auto& p : sub.parameters()) {
+      if (p.dim() == 2) m->info.n_ctx = p.size(0);
+      break;
+    }
+  }
+  m->info.n_layers = static_cast<int>(rw.blocks.size());
+
+  // Probe: two runs with different batch and length tell which dims are batch and pos.
+  const int64_t pa = m->info.n_ctx ? std::min<int64_t>(3, m->info.n_ctx) : 3;
+  const int64_t pb = m->info.n_ctx ? std::min<int64_t>(5, m->info.n_ctx) : 5;
+  auto probe = [&](int64_t b, int64_t p) {
+    RunState rs(*m);
+    ActivationCache cache;
+    rs.cache = &cache;
+    for (size_t i = 0; i < m->raw.size(); ++i) rs.capture(static_cast<int64_t>(i));
+    at::Tensor logits;
+    try {
+      logits = m->run(at::zeros({b, p}, at::kLong), &rs, {});
+    } catch (const Error& e) {
+      throw Error(fmt::format("probe run failed: {}", e.what()));
+    }
+    return std::make_pair(logits, cache);
+  };
+  auto [logits_a, cache_a] = probe(2, pa);
+  auto [logits_b, cache_b] = probe(3, pb);
+  m->info.d_vocab = logits_a.size(-1);
+
+  std::map<int64_t, std::vector<int64_t>> shapes;
+  for (size_t id = 0; id < m->raw.size(); ++id) {
+    const std::string& key = m->raw[id].names[0];
+    if (!cache_a.contains(key) || !cache_b.contains(key)) continue;  // never ran (dead branch)
+    auto a = cache_a[key].sizes(), b = cache_b[key].sizes();
+    std::vector<int64_t> s;
+    for (size_t d = 0; d < a.size(); ++d) {
+      if (d < b.size() && a[d] == b[d]) s.push_back(a[d]);
+      else if (d < b.size() && a[d] == 2 && b[d] == 3) s.push_back(HookPoint::kBatch);
+      else if (d < b.size() && a[d] == pa && b[d] == pb && pa != pb) s.push_back(HookPoint::kPos);
+      else s.push_back(-3);
+    }
+    if (a.size() != b.size()) s.assign(a.size(), -3);
+    shapes[static_cast<int64_t>(id)] = s;
+  }
+
+  // TransformerLens layouts for attention points; a candidate in another layout is not given the name.
+  auto layout_ok = [](const std::string& name, const std::vector<int64_t>& s) {
+    auto ends = [&](const char* suffix) {
+      return name.size() > std::strlen(suffix) && name.compare(name.size() - std::strlen(suffix), std::string::npos, suffix) == 0;
+    };
+    if (ends(".hook_q") || ends(".hook_k") || ends(".hook_v") || ends(".hook_z"))
+      return s.size() == 4 && s[0] == HookPoint::kBatch && s[1] == HookPoint::kPos && s[2] > 0 && s[3] > 0;
+    if (ends(".hook_pattern") || ends(".hook_attn_scores"))
+      return s.size() == 4 && s[0] == HookPoint::kBatch && s[1] > 0 && s[2] == HookPoint::kPos && s[3] == HookPoint::kPos;
+    return true;
+  };
+  std::map<std::string, std::string> failures = rw.failures;
+  for (size_t id = 0; id < m->raw.size(); ++id) {
+    auto& names_of = m->raw[id].names;
+    auto sh = shapes.find(static_cast<int64_t>(id));
+    for (auto it = names_of.begin(); it != names_of.end();) {
+      if (sh != shapes.end() && !layout_ok(*it, sh->second)) {
+        HookPoint tmp{"", {}, sh->second};
+        failures[*it] = fmt::format("the value found has shape {}, not TransformerLens's layout", tmp.shape_str());
+        it = names_of.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+
+  auto is_tl = [](const std::string& n) { return n.rfind("hook_", 0) == 0 || n.find(".hook_") != std::string::npos; };
+  for (int64_t id : order) {
+    const auto& names_of = m->raw[id].names;
+    if (names_of.empty()) continue;
+    HookPoint p;
+    auto primary = std::find_if(names_of.begin(), names_of.end(), is_tl);
+    p.name = primary != names_of.end() ? *primary : names_of[0];
+    for (const auto& n : names_of)
+      if (n != p.name) p.aliases.push_back(n);
+    if (auto sh = shapes.find(id); sh != shapes.end()) p.shape = sh->second;
+    for (const auto& n : names_of) {
+      m->name_to_id.emplace(n, id);
+      m->all_names.push_back(n);
+    }
+    m->raw[id].names.erase(std::find(m->raw[id].names.begin(), m->raw[id].names.end(), p.name));
+    m->raw[id].names.insert(m->raw[id].names.begin(), p.name);  // cache key = primary name
+    m->points.push_back(std::move(p));
+    m->point_ids.push_back(id);
+  }
+
+  // Which TransformerLens points are expected, and why each absent one is absent.
+  std::vector<std::string> expected = {"hook_embed", "hook_pos_embed"};
+  for (const auto& [L, has_mlp] : rw.blocks) {
+    std::string b = fmt::format("blocks.{}.", L);
+    for (const char* s : {"hook_resid_pre", "ln1.hook_normalized", "attn.hook_q", "attn.hook_k", "attn.hook_v",
+                          "attn.hook_attn_scores", "attn.hook_pattern", "attn.hook_z", "hook_attn_out"})
+      expected.push_back(b + s);
+    if (has_mlp)
+      for (const char* s : {"hook_resid_mid", "ln2.hook_normalized", "mlp.hook_pre", "mlp.hook_post", "hook_mlp_out"})
+        expected.push_back(b + s);
+    expected.push_back(b + "hook_resid_post");
+  }
+  if (rw.blocks.empty()) expected.push_back("blocks.{L}.*");
+  expected.push_back("ln_final.hook_normalized");
+  for (const auto& n : expected) {
+    if (m->name_to_id.count(n)) continue;
+    auto f = failures.find(n);
+    m->missing.push_back({n, f != failures.end() ? f->second
+                                                 : fmt::format("no module is mapped to it by {}; pass a name map "
+                                                               "(--name-map) if the model names modules differently",
+                                                               names.source())});
+  }
+
+  if (auto it = m->name_to_id.find("blocks.0.hook_resid_pre"); it != m->name_to_id.end() && shapes.count(it->second))
+    m->info.d_model = shapes[it->second].back();
+  if (auto it = m->name_to_id.find("blocks.0.attn.hook_q"); it != m->name_to_id.end() && shapes.count(it->second)) {
+    m->info.n_heads = shapes[it->second][2];
+    m->info.d_head = shapes[it->second][3];
+  }
+  return HookedModel(m);
+}
+
+const std::vector<HookPoint>& HookedModel::hook_points() const { return impl_->points; }
+const std::vector<MissingPoint>& HookedModel::missing_points() const { return impl_->missing; }
+const ModelInfo& HookedModel::info() const { return impl_->info; }
+const std::string& HookedModel::path() const { return impl_->path; }
+c10::Device HookedModel::device() const { return impl_->device; }
+
+const HookPoint& HookedModel::hook_point(const std::string& name) const {
+  int64_t id = impl_->id_of(name);
+  auto it = std::find(impl_->point_ids.begin(), impl_->point_ids.end(), id);
+  return impl_->points[static_cast<size_t>(it - impl_->point_ids.begin())];
+}
+
+namespace {
+
+// Adds the persistent hooks and the given temporary ones to a run.
+void add_hooks(const HookedModel::Impl& m, std::mutex& mu, const std::map<uint64_t, PersistentHook>& persistent,
+               RunState& rs, const std::vector<std::pair<std::string, HookFn>>& hooks) {
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    for (const auto& [handle, h] : persistent) rs.add_hook(h.id, h.name, h.fn);
+  }
+  for (const auto& [name, fn] : hooks) {
+    if (!fn) throw Error(fmt::format("hook on '{}' is an empty function", name));
+    rs.add_hook(m.id_of(name), name, std::make_shared<const HookFn>(fn));
+  }
+}
+
+}  // namespace
+
+at::Tensor HookedModel::forward(const at::Tensor& tokens, const RunOptions& options) const {
+  return run_with_hooks(tokens, {}, options);
+}
+
+std::pair<at::Tensor, ActivationCache> HookedModel::run_with_cache(const at::Tensor& tokens, const NamesFilter& filter,
+                                                                   const RunOptions& options) const {
+  return run_with_hooks_and_cache(tokens, {}, filter, options);
+}
+
+at::Tensor HookedModel::run_with_hooks(const at::Tensor& tokens,
+                                       const std::vector<std::pair<std::string, HookFn>>& hooks,
+                                       const RunOptions& options) const {
+  bool any_persistent;
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    any_persistent = !impl_->persistent.empty();
+  }
+  if (hooks.empty() && !any_persistent) return impl_->run(tokens, nullptr, options);  // the inactive fast path
+  RunState rs(*impl_);
+  add_hooks(*impl_, impl_->mu, impl_->persistent, rs, hooks);
+  return impl_->run(tokens, &rs, options);
+}
+
+std::pair<at::Tensor, ActivationCache> HookedModel::run_with_hooks_and_cache(
+    const at::Tensor& tokens, const std::vector<std::pair<std::string, HookFn>>& hooks, const NamesFilter& filter,
+    const RunOptions& options) const {
+  RunState rs(*impl_);
+  add_hooks(*impl_, impl_->mu, impl_->persistent, rs, hooks);
+  ActivationCache cache(impl_->info.n_layers);
+  rs.cache = &cache;
+  for (size_t i = 0; i < impl_->points.size(); ++i) {
+    const HookPoint& p = impl_->points[i];
+    bool want = !filter || filter(p.name);
+    for (size_t a = 0; !want && a < p.aliases.size(); ++a) want = filter(p.aliases[a]);
+    if (want) rs.capture(impl_->point_ids[i]);
+  }
+  at::Tensor logits = impl_->run(tokens, &rs, options);
+  for (size_t i = 0; i < impl_->points.size(); ++i)
+    for (const auto& alias : impl_->points[i].aliases) cache.alias(alias, impl_->points[i].name);
+  return {logits, std::move(cache)};
+}
+
+HookHandle HookedModel::add_hook(const std::string& name, HookFn fn) {
+  if (!fn) throw Error(fmt::format("hook on '{}' is an empty function", name));
+  int64_t id = impl_->id_of(name);
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  uint64_t handle = impl_->next_handle++;
+  impl_->persistent[handle] = {id, name, std::make_shared<const HookFn>(std::move(fn))};
+  return HookHandle(std::weak_ptr<void>(impl_), handle);
+}
+
+at::Tensor HookedModel::forward_unhooked(const at::Tensor& tokens, const RunOptions& options) const {
+  at::AutoGradMode grad_mode(options.grad);
+  at::Tensor t = (tokens.dim() == 1 ? tokens.unsqueeze(0) : tokens).to(impl_->device, at::kLong);
+  std::vector<c10::IValue> args{t};
+  for (const auto& a : impl_->extra_args) args.push_back(a);
+  c10::IValue out = impl_->module.forward(args);
+  if (out.isTuple()) out = out.toTupleRef().elements()[0];
+  return out.toTensor();
+}
+
+HookHandle::HookHandle(HookHandle&& other) noexcept : owner_(std::move(other.owner_)), id_(other.id_) {
+  other.owner_.reset();
+}
+HookHandle& HookHandle::operator=(HookHandle&& other) noexcept {
+  if (this != &other) {
+    remove();
+    owner_ = std::move(other.owner_);
+    id_ = other.id_;
+    other.owner_.reset();
+  }
+  return *this;
+}
+HookHandle::~HookHandle() { remove(); }
+
+void HookHandle::remove() {
+  if (auto owner = owner_.lock()) {
+    auto impl = std::static_pointer_cast<HookedModel::Impl>(owner);
+    std::lock_guard<std::mutex> lock(impl->mu);
+    impl->persistent.erase(id_);
+  }
+  owner_.reset();
+}
+
+}  // namespace interp

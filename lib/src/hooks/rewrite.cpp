@@ -1,0 +1,357 @@
+#include "hooks/rewrite.h"
+
+#include <fmt/format.h>
+#include <torch/csrc/jit/api/function_impl.h>
+#include <torch/csrc/jit/ir/constants.h>
+#include <torch/csrc/jit/ir/ir.h>
+#include <torch/csrc/jit/passes/constant_propagation.h>
+#include <torch/csrc/jit/passes/dead_code_elimination.h>
+
+#include <algorithm>
+#include <initializer_list>
+#include <unordered_map>
+
+#include "hooks/hook_op.h"
+#include "interp/error.h"
+
+namespace interp::detail {
+namespace {
+
+using torch::jit::Block;
+using torch::jit::Graph;
+using torch::jit::Node;
+using torch::jit::Value;
+
+bool is_tensor(const Value* v) { return v->type()->kind() == c10::TypeKind::TensorType; }
+
+bool kind_in(const Node* n, std::initializer_list<const char*> kinds) {
+  const char* k = n->kind().toQualString();
+  for (const char* s : kinds)
+    if (std::strcmp(k, s) == 0) return true;
+  return false;
+}
+
+void find_nodes(Block* b, std::initializer_list<const char*> kinds, std::vector<Node*>& out) {
+  for (Node* n : b->nodes()) {
+    if (kind_in(n, kinds)) out.push_back(n);
+    for (Block* sub : n->blocks()) find_nodes(sub, kinds, out);
+  }
+}
+
+std::string join(const std::string& prefix, const std::string& name) {
+  return prefix.empty() ? name : prefix + "." + name;
+}
+
+// Inline every prim::CallFunction (free functions, F.* helpers compiled by script) and fold the
+// branches constants decide (F.softmax's `if dtype is None`), so that node patterns see plain ops.
+// Module calls (prim::CallMethod) are left for the instrumenting walk.
+void inline_functions(std::shared_ptr<Graph>& g) {
+  for (bool changed = true; changed;) {
+    changed = false;
+    std::vector<Node*> calls;
+    find_nodes(g->block(), {"prim::CallFunction"}, calls);
+    for (Node* n : calls) {
+      auto fty = n->input(0)->type()->cast<c10::FunctionType>();
+      if (!fty) continue;
+      torch::jit::GraphFunction* f = torch::jit::tryToGraphFunction(*fty->function());
+      if (!f) continue;
+      n->removeInput(0);
+      torch::jit::inlineCallTo(n, f);
+      changed = true;
+      break;  // the node list changed; look again
+    }
+  }
+  torch::jit::ConstantPropagation(g);
+}
+
+// Operands of a binary product node: matmul/bmm (a, b), baddbmm (_, a, b), einsum (eq, [a, b]).
+std::vector<Value*> product_operands(Node* n) {
+  if (kind_in(n, {"aten::einsum"})) {
+    Node* list = n->input(1)->node();
+    if (list->kind() != c10::prim::ListConstruct || list->inputs().size() != 2) return {};
+    return {list->input(0), list->input(1)};
+  }
+  if (kind_in(n, {"aten::baddbmm"})) return {n->input(1), n->input(2)};
+  return {n->input(0), n->input(1)};
+}
+
+constexpr std::initializer_list<const char*> kProducts = {"aten::matmul", "aten::bmm", "aten::einsum",
+                                                          "aten::baddbmm"};
+
+class Rewriter {
+ public:
+  Rewriter(const NameMap& names, Rewrite& out) : names_(names), out_(out) {}
+
+  void instrument(std::shared_ptr<Graph>& graph, const std::string& prefix) {
+    inline_functions(graph);
+    Graph& g = *graph;
+    Role role = names_.role_of(prefix);
+    if (role.kind == Role::Block) {
+      out_.blocks.emplace(role.layer, false);
+      std::string name = fmt::format("blocks.{}.hook_resid_pre", role.layer);
+      if (g.inputs().size() >= 2 && is_tensor(g.inputs()[1]))
+        add_point(g.inputs()[1], name);
+      else
+        out_.failures[name] = fmt::format("{}'s forward takes no tensor input", prefix);
+    }
+    std::vector<std::pair<Role, Value*>> calls;
+    std::unordered_map<Value*, std::string> paths{{g.inputs()[0], prefix}};
+    walk(g.block(), paths, prefix, calls);
+    if (role.kind == Role::Attn) attention_points(g, role.layer);
+    if (role.kind == Role::Mlp) mlp_points(g, role.layer);
+    if (role.kind == Role::Block) resid_mid_point(role.layer, calls);
+  }
+
+  // Marks hook points whose value the graph later changes in place: a cache must copy those.
+  void mark_inplace_uses(Graph& g) {
+    std::vector<Node*> hooks;
+    find_nodes(g.block(), {"interp::hook"}, hooks);
+    for (Node* h : hooks) {
+      for (const auto& use : h->output()->uses()) {
+        std::string k = use.user->kind().toUnqualString();
+        if (use.user->kind().is_aten() && use.offset == 0 && !k.empty() && k.back() == '_')
+          out_.points[point_id(h)].clone_on_capture = true;
+      }
+    }
+  }
+
+ private:
+  static int64_t point_id(Node* hook) { return torch::jit::toIValue(hook->input(1))->toInt(); }
+
+  // The value a hook on `v` would replace: v itself, or the output of the hook already on it.
+  static Value* hooked(Value* v) {
+    for (bool moved = true; moved;) {
+      moved = false;
+      for (const auto& use : v->uses()) {
+        if (use.user->kind() == hook_symbol()) {
+          v = use.user->output();
+          moved = true;
+          break;
+        }
+      }
+    }
+    return v;
+  }
+
+  // Puts a hook op on `v` (or names the one already there) and returns the hooked value.
+  Value* add_point(Value* v, const std::string& name) {
+    v = hooked(v);
+    if (v->node()->kind() == hook_symbol()) {
+      out_.points[point_id(v->node())].names.push_back(name);
+      return v;
+    }
+    Graph* g = v->owningGraph();
+    Node* at = v->node()->kind() == c10::prim::Param ? v->node()->owningBlock()->nodes().front() : v->node()->next();
+    torch::jit::WithInsertPoint guard(at);
+    const auto id = static_cast<int64_t>(out_.points.size());
+    Value* idv = g->insertConstant(id);
+    Node* n = g->insertNode(g->create(hook_symbol(), {v, idv}, 1));
+    n->output()->setType(v->type());
+    v->replaceAllUsesWith(n->output());
+    n->replaceInput(0, v);
+    out_.points.push_back({{name}, false});
+    return n->output();
+  }
+
+  void walk(Block* b, std::unordered_map<Value*, std::string>& paths, const std::string& prefix,
+            std::vector<std::pair<Role, Value*>>& calls) {
+    for (auto it = b->nodes().begin(); it != b->nodes().end();) {
+      Node* n = *it;
+      ++it;  // inlining replaces n; the inlined nodes are already instrumented
+      for (Block* sub : n->blocks()) walk(sub, paths, prefix, calls);
+      if (n->kind() == c10::prim::GetAttr) {
+        auto p = paths.find(n->input(0));
+        auto cls = n->output()->type()->cast<c10::ClassType>();
+        if (p != paths.end() && cls && cls->is_module()) paths[n->output()] = join(p->second, n->s(c10::attr::name));
+      } else if (n->kind() == c10::prim::CallMethod) {
+        auto p = paths.find(n->input(0));
+        if (p != paths.end()) call(n, p->second, prefix, calls);
+      }
+    }
+  }
+
+  void call(Node* n, const std::string& path, const std::string& prefix,
+            std::vector<std::pair<Role, Value*>>& calls) {
+    auto cls = n->input(0)->type()->cast<c10::ClassType>();
+    if (!cls) return;
+    const std::string method = n->s(c10::attr::name);
+    torch::jit::Function* fn = cls->findMethod(method);
+    torch::jit::GraphFunction* gf = fn ? torch::jit::tryToGraphFunction(*fn) : nullptr;
+    if (!gf) return;
+    std::shared_ptr<Graph> callee = gf->graph()->copy();
+    // A call on self (a helper method) is part of this module; a submodule's forward is its own point.
+    const bool submodule = method == "forward" && path != prefix;
+    if (submodule) {
+      instrument(callee, path);
+    } else {
+      inline_functions(callee);
+      std::unordered_map<Value*, std::string> paths{{callee->inputs()[0], path}};
+      walk(callee->block(), paths, prefix, calls);
+    }
+    std::vector<Value*> outs = torch::jit::inlineCallTo(n, gf, callee.get());
+    if (!submodule) return;
+    Role role = names_.role_of(path);
+    if (outs.size() != 1 || !is_tensor(outs[0])) {
+      for (const auto& tl : output_hook_names(role))
+        out_.failures[tl] = fmt::format("{} returns {}, not a tensor", path, outs.empty() ? "nothing" : outs[0]->type()->str());
+      return;
+    }
+    int count = call_count_[path]++;
+    Value* h = add_point(outs[0], count == 0 ? path : fmt::format("{}#{}", path, count));
+    if (count > 0) return;  // TransformerLens names go to the first call only
+    for (const auto& tl : output_hook_names(role)) add_point(h, tl);
+    calls.emplace_back(role, h);
+    if (role.kind == Role::Mlp) out_.blocks[role.layer] = true;
+    if (role.kind == Role::PosEmbed) out_.pos_embed_path = path;
+  }
+
+  // Walks back from `v` through ops in `through` to a node in `targets`.
+  static Node* find_back(Value* v, std::initializer_list<const char*> through, int depth = 12) {
+    if (depth == 0) return nullptr;
+    Node* n = v->node();
+    if (kind_in(n, kProducts)) return n;
+    if (!kind_in(n, through) && n->kind() != hook_symbol()) return nullptr;
+    for (Value* in : n->inputs()) {
+      if (!is_tensor(in)) continue;
+      if (Node* found = find_back(in, through, depth - 1)) return found;
+    }
+    return nullptr;
+  }
+
+  // Walks forward from `v` through ops in `through` to a product; returns it and the operand reached.
+  static std::pair<Node*, Value*> find_forward(Value* v, std::initializer_list<const char*> through, int depth = 8) {
+    if (depth == 0) return {nullptr, nullptr};
+    for (const auto& use : v->uses()) {
+      Node* u = use.user;
+      if (kind_in(u, kProducts)) return {u, v};
+      if (u->kind() == c10::prim::ListConstruct && u->output()->uses().size() == 1 &&
+          kind_in(u->output()->uses()[0].user, {"aten::einsum"}))
+        return {u->output()->uses()[0].user, v};
+      if ((kind_in(u, through) || u->kind() == hook_symbol()) && u->outputs().size() == 1) {
+        auto found = find_forward(u->output(), through, depth - 1);
+        if (found.first) return found;
+      }
+    }
+    return {nullptr, nullptr};
+  }
+
+  // Back through layout-only ops (and a scalar scale) to the tensor in [batch, pos, head, d_head].
+  static Value* back_through_layout(Value* v) {
+    for (;;) {
+      Node* n = v->node();
+      if (kind_in(n, {"aten::transpose", "aten::permute", "aten::contiguous", "aten::clone", "aten::to"}) ||
+          n->kind() == hook_symbol()) {
+        v = n->input(0);
+      } else if (kind_in(n, {"aten::mul", "aten::div"})) {
+        bool a_const = n->input(0)->node()->kind() == c10::prim::Constant || !is_tensor(n->input(0));
+        bool b_const = n->input(1)->node()->kind() == c10::prim::Constant || !is_tensor(n->input(1));
+        if (b_const && !a_const) v = n->input(0);
+        else if (a_const && !b_const) v = n->input(1);
+        else return v;
+      } else {
+        return v;
+      }
+    }
+  }
+
+  static Value* forward_through_layout(Value* v) {
+    while (v->uses().size() == 1 &&
+           kind_in(v->uses()[0].user, {"aten::transpose", "aten::permute", "aten::contiguous"}))
+      v = v->uses()[0].user->output();
+    return v;
+  }
+
+  void attention_points(Graph& g, int L) {
+    const std::string P = fmt::format("blocks.{}.attn.hook_", L);
+    auto fail = [&](std::initializer_list<const char*> which, const std::string& why) {
+      for (const char* w : which) out_.failures[P + w] = why;
+    };
+    std::vector<Node*> softmax;
+    find_nodes(g.block(), {"aten::softmax", "aten::_softmax"}, softmax);
+    if (softmax.size() != 1) {
+      fail({"q", "k", "v", "attn_scores", "pattern", "z"},
+           fmt::format("blocks.{}.attn has {} softmax nodes; the attention pattern needs exactly one", L,
+                       softmax.size()));
+      return;
+    }
+    Value* scores = softmax[0]->input(0);
+    Value* pattern = softmax[0]->output();
+    Node* qk = find_back(scores, {"aten::where", "aten::masked_fill", "aten::add", "aten::sub", "aten::mul",
+                                  "aten::div", "aten::to", "aten::type_as", "aten::contiguous", "aten::clone"});
+    auto [pv, pattern_side] = find_forward(pattern, {"aten::dropout", "aten::to", "aten::type_as",
+                                                     "aten::contiguous", "aten::clone"});
+    Value *q = nullptr, *k = nullptr, *v = nullptr, *z = nullptr;
+    if (auto ops = qk ? product_operands(qk) : std::vector<Value*>{}; ops.size() == 2) {
+      q = back_through_layout(ops[0]);
+      k = back_through_layout(ops[1]);
+    } else {
+      fail({"q", "k"}, fmt::format("no matmul/einsum of two operands found before blocks.{}.attn's softmax", L));
+    }
+    if (auto ops = pv ? product_operands(pv) : std::vector<Value*>{}; ops.size() == 2) {
+      v = back_through_layout(ops[0] == pattern_side ? ops[1] : ops[0]);
+      z = forward_through_layout(pv->output());
+    } else {
+      fail({"v", "z"}, fmt::format("no matmul/einsum of two operands found after blocks.{}.attn's softmax", L));
+    }
+    if (q) add_point(q, P + "q");
+    if (k) add_point(k, P + "k");
+    if (v) add_point(v, P + "v");
+    add_point(scores, P + "attn_scores");
+    add_point(pattern, P + "pattern");
+    if (z) add_point(z, P + "z");
+  }
+
+  void mlp_points(Graph& g, int L) {
+    std::vector<Node*> act;
+    find_nodes(g.block(), {"aten::gelu", "aten::relu", "aten::silu", "aten::gelu_", "aten::relu_", "aten::silu_"},
+               act);
+    if (act.size() != 1) {
+      auto why = fmt::format("blocks.{}.mlp has {} activation nodes (gelu/relu/silu); the pattern needs exactly one",
+                             L, act.size());
+      out_.failures[fmt::format("blocks.{}.mlp.hook_pre", L)] = why;
+      out_.failures[fmt::format("blocks.{}.mlp.hook_post", L)] = why;
+      return;
+    }
+    add_point(act[0]->input(0), fmt::format("blocks.{}.mlp.hook_pre", L));
+    add_point(act[0]->output(), fmt::format("blocks.{}.mlp.hook_post", L));
+  }
+
+  void resid_mid_point(int L, const std::vector<std::pair<Role, Value*>>& calls) {
+    const std::string name = fmt::format("blocks.{}.hook_resid_mid", L);
+    auto attn = std::find_if(calls.begin(), calls.end(), [](auto& c) { return c.first.kind == Role::Attn; });
+    bool has_mlp = std::any_of(calls.begin(), calls.end(), [](auto& c) { return c.first.kind == Role::Mlp; });
+    if (!has_mlp) return;  // attention-only block: TransformerLens has no resid_mid either
+    if (attn == calls.end()) {
+      out_.failures[name] = fmt::format("blocks.{} calls no module mapped to blocks.{}.attn", L, L);
+      return;
+    }
+    for (const auto& use : attn->second->uses()) {
+      if (kind_in(use.user, {"aten::add"})) {
+        add_point(use.user->output(), name);
+        return;
+      }
+    }
+    out_.failures[name] = fmt::format("blocks.{}.attn's output is not added to the residual stream", L);
+  }
+
+  const NameMap& names_;
+  Rewrite& out_;
+  std::unordered_map<std::string, int> call_count_;
+};
+
+}  // namespace
+
+Rewrite rewrite_forward(const torch::jit::Module& module, const NameMap& names) {
+  Rewrite out;
+  torch::jit::Function* fn = module.type()->findMethod("forward");
+  torch::jit::GraphFunction* gf = fn ? torch::jit::tryToGraphFunction(*fn) : nullptr;
+  if (!gf) throw Error("the module has no TorchScript forward method to rewrite");
+  out.graph = gf->graph()->copy();
+  Rewriter rw(names, out);
+  rw.instrument(out.graph, "");
+  torch::jit::EliminateDeadCode(out.graph);
+  rw.mark_inplace_uses(*out.graph);
+  return out;
+}
+
+}  // namespace interp::detail

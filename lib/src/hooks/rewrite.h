@@ -1,0 +1,40 @@
+// Internal: rewrite a TorchScript module's forward graph so that hook points become interp::hook ops.
+//
+// Method (no cooperation from the model author needed):
+//   1. copy the forward graph; track each value's module path through prim::GetAttr chains from self;
+//   2. at each prim::CallMethod on a submodule, copy the callee's graph, instrument it recursively
+//      (with the submodule's path as prefix), inline it, and put a hook op on the call's output;
+//   3. inside modules the name map marks as attention / MLP / block, find the TransformerLens points
+//      by node patterns (softmax -> pattern, its input -> attn_scores, the score matmul's operands
+//      -> q, k, ...).
+// The result runs as a new GraphFunction with the module as first input; the module is untouched.
+#pragma once
+
+#include <torch/csrc/jit/api/module.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "hooks/names.h"
+#include "interp/hooks.h"
+
+namespace interp::detail {
+
+struct RewrittenPoint {
+  std::vector<std::string> names;  // module path and/or TransformerLens names; names[0] is primary
+  bool clone_on_capture = false;   // the graph later modifies this value in place
+};
+
+struct Rewrite {
+  std::shared_ptr<torch::jit::Graph> graph;  // inputs: (self, forward's other inputs...)
+  std::vector<RewrittenPoint> points;        // indexed by the hook op's id
+  std::map<std::string, std::string> failures;  // TransformerLens name -> why it could not be placed
+  std::map<int, bool> blocks;                // layer -> has an MLP
+  std::string pos_embed_path;                // module path of pos_embed ("" if none)
+};
+
+Rewrite rewrite_forward(const torch::jit::Module& module, const NameMap& names);
+
+}  // namespace interp::detail

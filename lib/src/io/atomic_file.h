@@ -1,0 +1,26 @@
+// Internal: write a file under a temporary name and rename it into place on commit(), so readers
+// never see a half-written file and a failure leaves the old file (if any) untouched.
+#pragma once
+
+#include <cstddef>
+#include <string>
+
+namespace interp {
+
+class AtomicFile {
+ public:
+  explicit AtomicFile(std::string path);  // opens PATH.tmp.PID; throws interp::Error
+  ~AtomicFile();                          // removes the temporary file unless committed
+  AtomicFile(const AtomicFile&) = delete;
+  AtomicFile& operator=(const AtomicFile&) = delete;
+
+  void write(const void* data, size_t n);  // throws interp::Error (disk full, ...)
+  void commit();                           // flush, fsync, rename over PATH
+
+ private:
+  std::string path_, tmp_;
+  int fd_ = -1;
+  bool committed_ = false;
+};
+
+}  // namespace interp

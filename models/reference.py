@@ -1,0 +1,102 @@
+"""Independent reference: a plain functional forward pass, written from the weights alone.
+
+It shares no code with the modules in model.py (those are what interp loads, as TorchScript) and no
+code with interp's C++ graph rewriting. Every TransformerLens hook point is computed explicitly and
+can be read or replaced through ``hooks`` ({name: fn(tensor) -> tensor}), which is how the golden
+files for patching tests are made.
+"""
+import math
+
+import torch
+import torch.nn.functional as F
+
+from model import Config
+
+
+def standard_weights(model, cfg: Config):
+    """Weights of either layout in TransformerLens's layout: W_Q [h, d, e], W_O [h, e, d], ..."""
+    sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    h, d, e = cfg.n_heads, cfg.d_model, cfg.d_head
+    W = {}
+    if cfg.layout == "tl":
+        W["W_E"], W["W_pos"] = sd["embed.W_E"], sd["pos_embed.W_pos"]
+        for L in range(cfg.n_layers):
+            p = f"blocks.{L}."
+            for n in ["W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V", "b_O"]:
+                W[f"{L}.{n}"] = sd[p + "attn." + n]
+            W[f"{L}.ln1_w"], W[f"{L}.ln1_b"] = sd[p + "ln1.w"], sd[p + "ln1.b"]
+            if not cfg.attn_only:
+                W[f"{L}.ln2_w"], W[f"{L}.ln2_b"] = sd[p + "ln2.w"], sd[p + "ln2.b"]
+                for n in ["W_in", "b_in", "W_out", "b_out"]:
+                    W[f"{L}.{n}"] = sd[p + "mlp." + n]
+        W["lnf_w"], W["lnf_b"] = sd["ln_final.w"], sd["ln_final.b"]
+        if cfg.tied:
+            W["W_U"], W["b_U"] = sd["embed.W_E"].t(), torch.zeros(cfg.d_vocab)
+        else:
+            W["W_U"], W["b_U"] = sd["unembed.W_U"], sd["unembed.b_U"]
+        return W
+    # Hugging Face layout: nn.Linear computes x @ weight.T + bias
+    W["W_E"], W["W_pos"] = sd["transformer.wte.weight"], sd["transformer.wpe.weight"]
+    inner = h * e
+    for L in range(cfg.n_layers):
+        p = f"transformer.h.{L}."
+        Wqkv, bqkv = sd[p + "attn.c_attn.weight"], sd[p + "attn.c_attn.bias"]  # [3*inner, d], [3*inner]
+        for i, n in enumerate("QKV"):
+            W[f"{L}.W_{n}"] = Wqkv[i * inner:(i + 1) * inner].t().reshape(d, h, e).permute(1, 0, 2)
+            W[f"{L}.b_{n}"] = bqkv[i * inner:(i + 1) * inner].reshape(h, e)
+        W[f"{L}.W_O"] = sd[p + "attn.c_proj.weight"].t().reshape(h, e, d)
+        W[f"{L}.b_O"] = sd[p + "attn.c_proj.bias"]
+        W[f"{L}.ln1_w"], W[f"{L}.ln1_b"] = sd[p + "ln_1.weight"], sd[p + "ln_1.bias"]
+        W[f"{L}.ln2_w"], W[f"{L}.ln2_b"] = sd[p + "ln_2.weight"], sd[p + "ln_2.bias"]
+        W[f"{L}.W_in"], W[f"{L}.b_in"] = sd[p + "mlp.c_fc.weight"].t(), sd[p + "mlp.c_fc.bias"]
+        W[f"{L}.W_out"], W[f"{L}.b_out"] = sd[p + "mlp.c_proj.weight"].t(), sd[p + "mlp.c_proj.bias"]
+    W["lnf_w"], W["lnf_b"] = sd["transformer.ln_f.weight"], sd["transformer.ln_f.bias"]
+    W["W_U"], W["b_U"] = sd["lm_head.weight"].t(), torch.zeros(cfg.d_vocab)
+    return W
+
+
+def _layer_norm(x, w, b, eps):
+    x = x - x.mean(-1, keepdim=True)
+    return x / (x.pow(2).mean(-1, keepdim=True) + eps).sqrt() * w + b
+
+
+def forward(W, cfg: Config, tokens, hooks=None):
+    """Returns (logits, acts) with acts[name] for every TransformerLens hook point, in TL shapes."""
+    hooks = hooks or {}
+    acts = {}
+
+    def hp(name, x):
+        if name in hooks:
+            x = hooks[name](x.clone())
+        acts[name] = x.detach().clone()
+        return x
+
+    b, t = tokens.shape
+    embed = hp("hook_embed", W["W_E"][tokens])
+    pos = hp("hook_pos_embed", W["W_pos"][:t].unsqueeze(0).expand(b, t, cfg.d_model))
+    resid = embed + pos
+    causal = torch.tril(torch.ones(t, t, dtype=torch.bool))
+    for L in range(cfg.n_layers):
+        P = f"blocks.{L}."
+        resid = hp(P + "hook_resid_pre", resid)
+        x = hp(P + "ln1.hook_normalized", _layer_norm(resid, W[f"{L}.ln1_w"], W[f"{L}.ln1_b"], cfg.ln_eps))
+        q = hp(P + "attn.hook_q", torch.einsum("bpd,hde->bphe", x, W[f"{L}.W_Q"]) + W[f"{L}.b_Q"])
+        k = hp(P + "attn.hook_k", torch.einsum("bpd,hde->bphe", x, W[f"{L}.W_K"]) + W[f"{L}.b_K"])
+        v = hp(P + "attn.hook_v", torch.einsum("bpd,hde->bphe", x, W[f"{L}.W_V"]) + W[f"{L}.b_V"])
+        scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / math.sqrt(cfg.d_head)
+        scores = hp(P + "attn.hook_attn_scores",
+                    torch.where(causal, scores, torch.tensor(cfg.mask_value, dtype=scores.dtype)))
+        pattern = hp(P + "attn.hook_pattern", torch.softmax(scores, dim=-1))
+        z = hp(P + "attn.hook_z", torch.einsum("bhqk,bkhe->bqhe", pattern, v))
+        attn_out = hp(P + "hook_attn_out", torch.einsum("bqhe,hed->bqd", z, W[f"{L}.W_O"]) + W[f"{L}.b_O"])
+        if cfg.attn_only:
+            resid = hp(P + "hook_resid_post", resid + attn_out)
+            continue
+        resid_mid = hp(P + "hook_resid_mid", resid + attn_out)
+        x = hp(P + "ln2.hook_normalized", _layer_norm(resid_mid, W[f"{L}.ln2_w"], W[f"{L}.ln2_b"], cfg.ln_eps))
+        pre = hp(P + "mlp.hook_pre", x @ W[f"{L}.W_in"] + W[f"{L}.b_in"])
+        post = hp(P + "mlp.hook_post", F.gelu(pre, approximate="tanh" if cfg.act == "gelu_tanh" else "none"))
+        mlp_out = hp(P + "hook_mlp_out", post @ W[f"{L}.W_out"] + W[f"{L}.b_out"])
+        resid = hp(P + "hook_resid_post", resid_mid + mlp_out)
+    x = hp("ln_final.hook_normalized", _layer_norm(resid, W["lnf_w"], W["lnf_b"], cfg.ln_eps))
+    return x @ W["W_U"] + W["b_U"], acts
