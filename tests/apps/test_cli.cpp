@@ -1,0 +1,134 @@
+// The interp command line as a user runs it: exit codes, `error:` messages, and the files it writes
+// (read back with an independent minimal safetensors reader, compared with an in-process run).
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "interp/hooks.h"
+#include "test_util.h"
+
+using interp::test::fixture;
+
+namespace {
+
+struct Result {
+  int code;
+  std::string out;  // stdout and stderr together
+};
+
+Result run(const std::string& args) {
+  std::string cmd = std::string(INTERP_BIN) + " " + args + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  Result r{-1, ""};
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
+  int status = pclose(p);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+bool has(const Result& r, const std::string& s) { return r.out.find(s) != std::string::npos; }
+
+TEST(Cli, HooksTable) {
+  auto r = run("hooks " + fixture("tiny_trace.pt"));
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_TRUE(has(r, "blocks.1.attn.hook_pattern      [batch, 4, pos, pos]")) << r.out;
+  EXPECT_TRUE(has(r, "2 layers, d_model 32, 4 heads of 8, vocabulary 50, context 16")) << r.out;
+  r = run("hooks " + fixture("tiny_hf_trace.pt") + " --name-map " + fixture("tiny_hf_trace.pt.names.json") +
+          " --filter resid_mid");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_TRUE(has(r, "2 hook points of")) << r.out;
+}
+
+TEST(Cli, CacheWritesSafetensorsThatMatchAnInProcessRun) {
+  std::string out = ::testing::TempDir() + "/cli-cache.safetensors";
+  std::remove(out.c_str());
+  auto r = run("cache " + fixture("tiny_script.pt") + " --tokens '1,2,3,4;5,6,7,8' --hooks "
+               "blocks.0.hook_resid_post,blocks.1.attn.hook_pattern --out " + out);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_TRUE(has(r, "wrote 2 activations")) << r.out;
+
+  // independent read: 8-byte length, JSON header, raw little-endian floats
+  std::ifstream in(out, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  std::string bytes = ss.str();
+  uint64_t n = 0;
+  std::memcpy(&n, bytes.data(), 8);
+  auto header = nlohmann::json::parse(bytes.substr(8, n));
+  EXPECT_EQ(header["__metadata__"]["model"], fixture("tiny_script.pt"));
+  EXPECT_EQ(header["__metadata__"]["hook_names"], "blocks.0.hook_resid_post,blocks.1.attn.hook_pattern");
+
+  auto model = interp::HookedModel::load(fixture("tiny_script.pt"));
+  at::Tensor tokens = at::tensor({1, 2, 3, 4, 5, 6, 7, 8}, at::kLong).view({2, 4});
+  auto [logits, cache] = model.run_with_cache(tokens);
+  for (const std::string name : {"blocks.0.hook_resid_post", "blocks.1.attn.hook_pattern"}) {
+    auto h = header[name];
+    ASSERT_EQ(h["dtype"], "F32") << name;
+    std::vector<int64_t> shape = h["shape"];
+    size_t a = h["data_offsets"][0], b = h["data_offsets"][1];
+    at::Tensor got = at::empty(shape, at::kFloat);
+    ASSERT_EQ(b - a, static_cast<size_t>(got.numel()) * 4);
+    std::memcpy(got.data_ptr(), bytes.data() + 8 + n + a, b - a);
+    double d = interp::test::max_abs_diff(got, cache[name]);
+    std::printf("  %s: max diff %g\n", name.c_str(), d);
+    EXPECT_EQ(d, 0.0) << name;
+  }
+  EXPECT_EQ(header["tokens"]["dtype"], "I64");
+}
+
+TEST(Cli, RunPrintsTopK) {
+  auto r = run("run " + fixture("tiny_script.pt") + " --tokens 1,2,3 --top-k 3");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_TRUE(has(r, "sequence 0 (3 tokens): next token")) << r.out;
+  auto model = interp::HookedModel::load(fixture("tiny_script.pt"));
+  at::Tensor probs = model.forward(at::tensor({1, 2, 3}, at::kLong).view({1, 3}))[0][2].softmax(-1);
+  auto [p, idx] = probs.topk(1);
+  char line[64];
+  std::snprintf(line, sizeof line, "%6lld  p=%.4f", static_cast<long long>(idx[0].item<int64_t>()), p[0].item<double>());
+  EXPECT_TRUE(has(r, line)) << "expected '" << line << "' in\n" << r.out;
+}
+
+TEST(Cli, HelpShowsDefaults) {
+  auto r = run("cache --help");
+  EXPECT_EQ(r.code, 0);
+  EXPECT_TRUE(has(r, "--dtype")) << r.out;
+  EXPECT_TRUE(has(r, "=f32")) << r.out;
+  EXPECT_TRUE(has(r, "TEXT=cpu")) << r.out;
+}
+
+TEST(Cli, ErrorsAreClearAndNonZero) {
+  struct Case {
+    std::string args, expect;
+  };
+  std::string m = fixture("tiny_script.pt");
+  std::vector<Case> cases = {
+      {"hooks /nonexistent.pt", "error: /nonexistent.pt: no such model file"},
+      {"hooks " + fixture("tiny.golden.safetensors"), "not a TorchScript file"},
+      {"cache " + m + " --tokens 1,2 --hooks blocks.0.hook_resid_pr --out /tmp/x.safetensors",
+       "closest: blocks.0.hook_resid_pre"},
+      {"run " + m + " --tokens 1,x,3", "error: --tokens: 'x' is not an integer token id"},
+      {"run " + m + " --tokens '1,2;3'", "sequence 2 has 1 tokens but sequence 1 has 2"},
+      {"run " + m + " --tokens 1,99", "token id 99 is outside the vocabulary of 50"},
+      {"cache " + m + " --tokens 1,2", "--out is required"},
+      {"cache " + m + " --tokens 1,2 --filter nomatch --out /tmp/x.safetensors", "matches no hook point"},
+      {"cache " + m + " --tokens 1,2 --out /nonexistent/dir/x.safetensors", "cannot create"},
+      {"frobnicate", "error:"},
+  };
+  for (const auto& c : cases) {
+    auto r = run(c.args);
+    EXPECT_NE(r.code, 0) << c.args << "\n" << r.out;
+    EXPECT_TRUE(has(r, c.expect)) << c.args << "\nexpected: " << c.expect << "\ngot: " << r.out;
+    EXPECT_FALSE(has(r, "terminate called")) << r.out;
+  }
+}
+
+}  // namespace

@@ -1,0 +1,326 @@
+// HookedModel against goldens written by models/make_goldens.py (a plain-PyTorch functional forward
+// that shares no code with the modules or with interp), for scripted, traced and HF-named exports.
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+#include <torch/csrc/autograd/autograd.h>
+
+#include <cstdio>
+#include <fstream>
+
+#include "interp/error.h"
+#include "interp/hooks.h"
+#include "interp/safetensors.h"
+#include "test_util.h"
+
+using interp::HookedModel;
+using interp::test::close;
+using interp::test::fixture;
+
+namespace {
+
+struct Fixture {
+  std::string model;     // file in tests/fixtures
+  std::string golden;
+  std::string name_map;  // "" for TransformerLens names
+};
+
+std::ostream& operator<<(std::ostream& os, const Fixture& f) { return os << f.model; }
+
+const Fixture kFixtures[] = {
+    {"tiny_script.pt", "tiny.golden.safetensors", ""},
+    {"tiny_trace.pt", "tiny.golden.safetensors", ""},
+    {"tiny_attn_only_script.pt", "tiny_attn_only.golden.safetensors", ""},
+    {"tiny_attn_only_trace.pt", "tiny_attn_only.golden.safetensors", ""},
+    {"tiny_hf_script.pt", "tiny_hf.golden.safetensors", "tiny_hf_script.pt.names.json"},
+    {"tiny_hf_trace.pt", "tiny_hf.golden.safetensors", "tiny_hf_trace.pt.names.json"},
+};
+
+HookedModel load(const Fixture& f) {
+  interp::LoadOptions o;
+  if (!f.name_map.empty()) o.name_map = fixture(f.name_map);
+  return HookedModel::load(fixture(f.model), o);
+}
+
+class Golden : public ::testing::TestWithParam<Fixture> {
+ protected:
+  void SetUp() override {
+    model_ = std::make_unique<HookedModel>(load(GetParam()));
+    golden_ = interp::safetensors_load(fixture(GetParam().golden));
+  }
+  const at::Tensor& g(const std::string& name) { return golden_.tensors.at(name); }
+  std::unique_ptr<HookedModel> model_;
+  interp::SafetensorsFile golden_;
+};
+
+TEST_P(Golden, EveryHookPointMatchesReference) {
+  auto [logits, cache] = model_->run_with_cache(g("tokens"));
+  EXPECT_TRUE(close(logits, g("logits"), 1e-5, "logits"));
+  int compared = 0;
+  for (const auto& [key, want] : golden_.tensors) {
+    if (key.rfind("act.", 0) != 0) continue;
+    std::string name = key.substr(4);
+    ASSERT_TRUE(cache.contains(name)) << name << " was not captured";
+    auto r = close(cache[name], want, 1e-5, name);
+    EXPECT_TRUE(r);
+    std::printf("  %s\n", r.message());
+    ++compared;
+  }
+  EXPECT_GE(compared, 23);
+  // every TransformerLens point of the model was placed
+  for (const auto& m : model_->missing_points()) ADD_FAILURE() << "not placed: " << m.name << ": " << m.reason;
+}
+
+TEST_P(Golden, PatchOnePositionOfResidPostFromAnotherRun) {
+  const std::string hook = "blocks.0.hook_resid_post";
+  const int64_t pos = std::stoll(golden_.metadata.at("patch_pos"));
+  auto [src_logits, src] = model_->run_with_cache(g("source_tokens"), interp::names_filter({hook}));
+  at::Tensor source = src[hook];
+  at::Tensor patched = model_->run_with_hooks(g("tokens"), {{hook, [&](at::Tensor& x, const std::string&) {
+                                                               x = x.clone();
+                                                               x.select(1, pos).copy_(source.select(1, pos));
+                                                             }}});
+  EXPECT_TRUE(close(patched, g("patch_resid.logits"), 1e-5, "patched logits"));
+  EXPECT_GT(interp::test::max_abs_diff(patched, g("logits")), 1e-3) << "the patch changed nothing";
+}
+
+TEST_P(Golden, ZeroOneHeadOfZ) {
+  const std::string hook = golden_.metadata.at("zero_head_hook");
+  const int64_t head = std::stoll(golden_.metadata.at("zero_head"));
+  at::Tensor patched = model_->run_with_hooks(g("tokens"), {{hook, [&](at::Tensor& z, const std::string&) {
+                                                               z = z.clone();
+                                                               z.select(2, head).zero_();
+                                                             }}});
+  EXPECT_TRUE(close(patched, g("zero_head.logits"), 1e-5, "zero-head logits"));
+}
+
+TEST_P(Golden, InactiveHooksAreBitIdentical) {
+  at::Tensor tokens = g("tokens");
+  at::Tensor plain = model_->forward_unhooked(tokens);
+  EXPECT_TRUE(at::equal(model_->forward(tokens), plain));
+  {
+    auto handle = model_->add_hook("blocks.0.hook_resid_pre", [](at::Tensor&, const std::string&) {});
+    EXPECT_TRUE(at::equal(model_->forward(tokens), plain)) << "a read-only hook changed the logits";
+  }
+  EXPECT_TRUE(at::equal(model_->forward(tokens), plain)) << "after the hook was removed";
+  auto [logits, cache] = model_->run_with_cache(tokens);
+  EXPECT_TRUE(at::equal(logits, plain)) << "caching every point changed the logits";
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, Golden, ::testing::ValuesIn(kFixtures));
+
+// ---------------------------------------------------------------------------------------------
+
+class Tiny : public ::testing::Test {
+ protected:
+  Tiny() : model(HookedModel::load(fixture("tiny_script.pt"))) {
+    golden = interp::safetensors_load(fixture("tiny.golden.safetensors"));
+    tokens = golden.tensors.at("tokens");
+  }
+  HookedModel model;
+  interp::SafetensorsFile golden;
+  at::Tensor tokens;
+};
+
+TEST_F(Tiny, InfoFromProbe) {
+  const auto& i = model.info();
+  EXPECT_EQ(i.n_layers, 2);
+  EXPECT_EQ(i.d_model, 32);
+  EXPECT_EQ(i.d_vocab, 50);
+  EXPECT_EQ(i.n_ctx, 16);
+  EXPECT_EQ(i.n_heads, 4);
+  EXPECT_EQ(i.d_head, 8);
+  EXPECT_EQ(model.hook_point("blocks.0.attn.hook_pattern").shape_str(), "[batch, 4, pos, pos]");
+  EXPECT_EQ(model.hook_point("blocks.1.mlp.hook_post").shape_str(), "[batch, pos, 64]");
+  EXPECT_EQ(model.hook_point("blocks.0.attn").name, "blocks.0.hook_attn_out");  // module path is an alias
+}
+
+TEST_F(Tiny, CacheLookupsAndFilters) {
+  auto [logits, cache] = model.run_with_cache(tokens, interp::names_filter("resid_pre|hook_attn_out"));
+  EXPECT_EQ(cache.size(), 4u);  // 2 resid_pre + 2 attn_out
+  EXPECT_TRUE(at::equal(cache.get("resid_pre", -1), cache["blocks.1.hook_resid_pre"]));
+  EXPECT_TRUE(at::equal(cache.get("resid_pre", 0), cache["blocks.0.hook_resid_pre"]));
+  EXPECT_TRUE(at::equal(cache["blocks.0.attn"], cache["blocks.0.hook_attn_out"]));  // alias
+  EXPECT_FALSE(cache.contains("blocks.0.hook_mlp_out"));
+  EXPECT_THROW(cache["blocks.0.hook_mlp_out"], interp::Error);
+  auto [l2, by_alias] = model.run_with_cache(tokens, interp::names_filter(std::vector<std::string>{"blocks.1.mlp"}));
+  ASSERT_EQ(by_alias.size(), 1u);
+  EXPECT_TRUE(interp::test::close(by_alias["blocks.1.hook_mlp_out"], golden.tensors.at("act.blocks.1.hook_mlp_out"),
+                                  1e-5, "mlp_out by module path"));
+}
+
+TEST_F(Tiny, HooksRunInOrderAndSeeEarlierReplacements) {
+  std::vector<int> order;
+  at::Tensor seen;
+  at::Tensor out = model.run_with_hooks(
+      tokens, {{"blocks.0.hook_resid_pre",
+                [&](at::Tensor& x, const std::string&) {
+                  order.push_back(1);
+                  x = x * 2;
+                }},
+               {"blocks.0.hook_resid_pre", [&](at::Tensor& x, const std::string&) {
+                  order.push_back(2);
+                  seen = x;
+                }}});
+  EXPECT_EQ(order, (std::vector<int>{1, 2}));
+  EXPECT_TRUE(close(seen, golden.tensors.at("act.blocks.0.hook_resid_pre") * 2, 1e-6, "second hook's input"));
+}
+
+TEST_F(Tiny, HandleRemovesHookOnDestruction) {
+  int calls = 0;
+  {
+    interp::HookHandle h = model.add_hook("blocks.1.attn.hook_pattern", [&](at::Tensor&, const std::string&) { ++calls; });
+    model.forward(tokens);
+    EXPECT_EQ(calls, 1);
+    interp::HookHandle moved = std::move(h);
+    model.forward(tokens);
+    EXPECT_EQ(calls, 2);
+  }
+  model.forward(tokens);
+  EXPECT_EQ(calls, 2);
+  interp::HookHandle h2 = model.add_hook("blocks.1.attn.hook_pattern", [&](at::Tensor&, const std::string&) { ++calls; });
+  h2.remove();
+  model.forward(tokens);
+  EXPECT_EQ(calls, 2);
+}
+
+TEST_F(Tiny, StopAtLayer) {
+  interp::RunOptions o;
+  o.stop_at_layer = 1;
+  EXPECT_TRUE(close(model.forward(tokens, o), golden.tensors.at("act.blocks.1.hook_resid_pre"), 1e-5, "stop at 1"));
+  o.stop_at_layer = -2;
+  EXPECT_TRUE(close(model.forward(tokens, o), golden.tensors.at("act.blocks.0.hook_resid_pre"), 1e-5, "stop at -2"));
+  o.stop_at_layer = 2;
+  EXPECT_TRUE(close(model.forward(tokens, o), golden.tensors.at("act.blocks.1.hook_resid_post"), 1e-5, "stop at 2"));
+  o.stop_at_layer = 3;
+  EXPECT_THROW(model.forward(tokens, o), interp::Error);
+  // after a stopped run, a full run is unaffected
+  EXPECT_TRUE(close(model.forward(tokens), golden.tensors.at("logits"), 1e-5, "full run after stop"));
+}
+
+TEST_F(Tiny, NoGradByDefaultGradientsWhenAsked) {
+  auto [logits, cache] = model.run_with_cache(tokens, interp::names_filter("hook_embed|hook_pos_embed"));
+  EXPECT_FALSE(logits.requires_grad());
+  interp::RunOptions o;
+  o.grad = true;
+  auto [glogits, gcache] = model.run_with_cache(tokens, interp::names_filter("hook_embed|hook_pos_embed"), o);
+  ASSERT_TRUE(glogits.requires_grad());
+  // resid_pre(0) = embed + pos_embed, so the gradient w.r.t. each is the same tensor.
+  at::Tensor metric = glogits.select(1, 3).select(1, 7).sum();  // logit 7 at position 3
+  auto grads = torch::autograd::grad({metric}, {gcache["hook_embed"], gcache["hook_pos_embed"]});
+  EXPECT_TRUE(at::allclose(grads[0], grads[1], 0, 1e-7));
+  // causal attention: positions 0..3 matter, positions 4..6 cannot
+  EXPECT_GT(grads[0].slice(1, 0, 4).abs().sum().item<double>(), 0.0);
+  EXPECT_EQ(grads[0].slice(1, 4).abs().sum().item<double>(), 0.0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Error paths: each an interp::Error whose message says what and where.
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const interp::Error& e) {
+    return e.what();
+  } catch (const std::exception& e) {
+    return std::string("WRONG EXCEPTION TYPE: ") + e.what();
+  }
+  return "NO ERROR";
+}
+
+TEST(Errors, MissingFile) {
+  auto msg = error_of([] { HookedModel::load("/nonexistent/model.pt"); });
+  EXPECT_NE(msg.find("/nonexistent/model.pt: no such model file"), std::string::npos) << msg;
+}
+
+TEST(Errors, NotTorchScript) {
+  std::string path = ::testing::TempDir() + "/garbage.pt";
+  std::ofstream(path) << "this is not a zip archive";
+  auto msg = error_of([&] { HookedModel::load(path); });
+  EXPECT_NE(msg.find("not a TorchScript file"), std::string::npos) << msg;
+  // a golden safetensors file is not a model either
+  msg = error_of([] { HookedModel::load(fixture("tiny.golden.safetensors")); });
+  EXPECT_NE(msg.find("not a TorchScript file"), std::string::npos) << msg;
+}
+
+TEST_F(Tiny, UnknownHookNameSuggestsClosest) {
+  auto msg = error_of([&] { model.run_with_hooks(tokens, {{"blocks.0.hook_resid_pr", [](at::Tensor&, const std::string&) {}}}); });
+  EXPECT_NE(msg.find("no hook point named 'blocks.0.hook_resid_pr'"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("closest: blocks.0.hook_resid_pre"), std::string::npos) << msg;
+  msg = error_of([&] { (void)model.add_hook("blocks.9.attn.hook_z", [](at::Tensor&, const std::string&) {}); });
+  EXPECT_NE(msg.find("closest:"), std::string::npos) << msg;
+}
+
+TEST_F(Tiny, TokenOutsideVocabulary) {
+  at::Tensor bad = tokens.clone();
+  bad[0][2] = 50;
+  auto msg = error_of([&] { model.forward(bad); });
+  EXPECT_NE(msg.find("token id 50 is outside the vocabulary of 50"), std::string::npos) << msg;
+  bad[0][2] = -1;
+  msg = error_of([&] { model.forward(bad); });
+  EXPECT_NE(msg.find("token id -1"), std::string::npos) << msg;
+  msg = error_of([&] { model.forward(at::zeros({1, 17}, at::kLong)); });
+  EXPECT_NE(msg.find("context of 16"), std::string::npos) << msg;
+  msg = error_of([&] { model.forward(at::zeros({1, 3})); });
+  EXPECT_NE(msg.find("integer ids"), std::string::npos) << msg;
+}
+
+TEST_F(Tiny, ReplacingHookWithWrongShape) {
+  auto msg = error_of([&] {
+    model.run_with_hooks(tokens, {{"blocks.0.attn.hook_z", [](at::Tensor& z, const std::string&) { z = z.sum(2); }}});
+  });
+  EXPECT_NE(msg.find("hook on 'blocks.0.attn.hook_z' replaced a [2, 7, 4, 8]"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("[2, 7, 8]"), std::string::npos) << msg;
+  msg = error_of([&] {
+    model.run_with_hooks(tokens, {{"hook_embed", [](at::Tensor& x, const std::string&) { x = x.to(at::kDouble); }}});
+  });
+  EXPECT_NE(msg.find("must keep shape, dtype and device"), std::string::npos) << msg;
+  // an exception thrown by a hook reaches the caller as it was thrown
+  msg = error_of([&] {
+    model.run_with_hooks(tokens, {{"hook_embed", [](at::Tensor&, const std::string&) { throw interp::Error("mine"); }}});
+  });
+  EXPECT_EQ(msg, "mine");
+  EXPECT_TRUE(close(model.forward(tokens), golden.tensors.at("logits"), 1e-5, "model still works"));
+}
+
+TEST(Errors, BadNameMaps) {
+  std::string path = ::testing::TempDir() + "/map.json";
+  std::ofstream(path) << R"({"transformer.h.{L}": "blocks.{L}.attention"})";
+  interp::LoadOptions o;
+  o.name_map = path;
+  auto msg = error_of([&] { HookedModel::load(fixture("tiny_hf_script.pt"), o); });
+  EXPECT_NE(msg.find("'blocks.{L}.attention' is not a TransformerLens module name"), std::string::npos) << msg;
+  std::ofstream(path) << "{not json";
+  msg = error_of([&] { HookedModel::load(fixture("tiny_hf_script.pt"), o); });
+  EXPECT_NE(msg.find("not valid JSON"), std::string::npos) << msg;
+}
+
+TEST(Errors, UnmappedModelSaysWhy) {
+  HookedModel m = HookedModel::load(fixture("tiny_hf_trace.pt"));  // no name map
+  ASSERT_FALSE(m.missing_points().empty());
+  EXPECT_EQ(m.missing_points()[0].name, "hook_embed");
+  EXPECT_NE(m.missing_points()[0].reason.find("--name-map"), std::string::npos);
+  // module paths still work without a map
+  EXPECT_EQ(m.hook_point("transformer.h.1.attn").shape_str(), "[batch, pos, 32]");
+}
+
+TEST(Errors, BadDevice) {
+  interp::LoadOptions o;
+  o.device = "gpu0";
+  auto msg = error_of([&] { HookedModel::load(fixture("tiny_script.pt"), o); });
+  EXPECT_NE(msg.find("'gpu0' is not a device"), std::string::npos) << msg;
+}
+
+// Same fixtures on every backend: when a GPU is present, CUDA must match the CPU reference.
+TEST(Cuda, MatchesCpu) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  interp::LoadOptions o;
+  o.device = "cuda";
+  HookedModel m = HookedModel::load(fixture("tiny_script.pt"), o);
+  auto golden = interp::safetensors_load(fixture("tiny.golden.safetensors"));
+  auto [logits, cache] = m.run_with_cache(golden.tensors.at("tokens"));
+  EXPECT_TRUE(close(logits, golden.tensors.at("logits"), 1e-4, "cuda logits"));
+  EXPECT_TRUE(close(cache["blocks.1.attn.hook_pattern"], golden.tensors.at("act.blocks.1.attn.hook_pattern"), 1e-4,
+                    "cuda pattern"));
+}
+
+}  // namespace

@@ -1,0 +1,27 @@
+// Helpers shared by the tests: fixture paths and tensor comparison that reports the max difference.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <string>
+
+namespace interp::test {
+
+inline std::string fixture(const std::string& name) { return std::string(INTERP_FIXTURES) + "/" + name; }
+
+inline double max_abs_diff(const at::Tensor& a, const at::Tensor& b) {
+  return (a.to(at::kCPU, at::kDouble) - b.to(at::kCPU, at::kDouble)).abs().max().item<double>();
+}
+
+// Same shape and within tol; the message names what was compared and the max difference.
+inline ::testing::AssertionResult close(const at::Tensor& got, const at::Tensor& want, double tol,
+                                        const std::string& what) {
+  if (got.sizes() != want.sizes())
+    return ::testing::AssertionFailure() << what << ": shape " << got.sizes() << " != golden " << want.sizes();
+  double d = max_abs_diff(got, want);
+  if (!(d <= tol)) return ::testing::AssertionFailure() << what << ": max diff " << d << " > " << tol;
+  return ::testing::AssertionSuccess() << what << ": max diff " << d;
+}
+
+}  // namespace interp::test
