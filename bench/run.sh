@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Runs the benchmarks named in the issues. Usage: bench/run.sh [BUILD_DIR (build)] [ROUNDS (15)]
+# Exports the 6-layer d_model 256 benchmark model (script and trace) into BUILD_DIR/bench-models.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build=${1:-build}
+rounds=${2:-15}
+models=$build/bench-models
+mkdir -p "$models"
+for mode in script trace; do
+  [ -f "$models/bench_$mode.pt" ] || /usr/bin/python3 models/export.py --config bench --mode $mode --out "$models/bench_$mode.pt"
+done
+"$build/bench/bench_hooks" --rounds "$rounds" \
+  tests/fixtures/tiny_script.pt:2:7 tests/fixtures/tiny_trace.pt:2:7 \
+  "$models/bench_script.pt:32:128" "$models/bench_trace.pt:32:128"

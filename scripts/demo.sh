@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The main job, end to end: set up, build, export the shipped model, list its hooks, capture a cache
+# of the residual stream and attention patterns, and print a summary.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+bash scripts/build.sh
+build=${BUILD_DIR:-build}
+out=${OUT_DIR:-out}
+mkdir -p "$out"
+interp="$build/interp"
+
+echo; echo "== export the shipped model (GPT-2 style, 4 layers, d_model 128) with torch.jit.script and torch.jit.trace"
+/usr/bin/python3 models/export.py --config small --mode script --out "$out/small_script.pt"
+/usr/bin/python3 models/export.py --config small --mode trace --out "$out/small_trace.pt"
+
+echo; echo "== interp hooks (the traced export: hooks without the model author's help)"
+"$interp" hooks "$out/small_trace.pt"
+
+tokens="1,15,200,7,42,99,3,512;8,8,300,1000,2,64,77,5"
+echo; echo "== interp cache: residual stream and attention patterns for 2 sequences of 8 tokens"
+"$interp" cache "$out/small_trace.pt" --tokens "$tokens" --filter 'hook_resid_(pre|post)$|hook_pattern' \
+  --out "$out/cache.safetensors"
+
+echo; echo "== interp run: next-token prediction (random weights for now: expect a flat distribution)"
+"$interp" run "$out/small_script.pt" --tokens "$tokens" --top-k 3
+
+echo; echo "== summary"
+echo "model:  $out/small_script.pt, $out/small_trace.pt"
+echo "cache:  $out/cache.safetensors ($(stat -c %s "$out/cache.safetensors") bytes)"
+echo "next:   $interp hooks MODEL --help, docs/getting-started.md"
