@@ -26,8 +26,9 @@ std::string first_line(const std::string& s) { return s.substr(0, s.find('\n'));
 
 std::string shape_of(at::IntArrayRef s) { return fmt::format("[{}]", fmt::join(s, ", ")); }
 
-struct StopForward : std::exception {
-  const char* what() const noexcept override { return "interp: stop_at_layer reached"; }
+// Thrown through the TorchScript interpreter to end a run early (stop_at_layer, a failed hook).
+struct AbortForward : std::exception {
+  const char* what() const noexcept override { return "interp: forward aborted"; }
 };
 
 }  // namespace
@@ -103,7 +104,7 @@ class RunState final : public detail::HookRuntime {
             act.defined() ? fmt::format("a {} {} tensor on {}", shape_of(act.sizes()),
                                         c10::toString(act.scalar_type()), act.device().str())
                           : std::string("an undefined tensor"))));
-        throw StopForward();
+        throw AbortForward();
       }
     }
     if (capture_[id] && cache) {
@@ -114,7 +115,7 @@ class RunState final : public detail::HookRuntime {
     if (id == stop_id) {
       stopped = act;
       did_stop = true;
-      throw StopForward();
+      throw AbortForward();
     }
     return act;
   }
@@ -198,6 +199,144 @@ HookedModel::HookedModel(HookedModel&&) noexcept = default;
 HookedModel& HookedModel::operator=(HookedModel&&) noexcept = default;
 HookedModel::~HookedModel() = default;
 
+namespace {
+
+std::string shape_str(const std::vector<int64_t>& shape) { return HookPoint{"", {}, shape}.shape_str(); }
+
+// forward(self, tokens, ...): the arguments after tokens take their defaults.
+std::vector<c10::IValue> default_extra_args(torch::jit::Module& module, const std::string& path) {
+  const auto& schema = module.get_method("forward").function().getSchema();
+  if (schema.arguments().size() < 2)
+    throw Error(fmt::format("{}: forward takes no tokens argument; interp calls forward(tokens)", path));
+  std::vector<c10::IValue> args;
+  for (size_t i = 2; i < schema.arguments().size(); ++i) {
+    const auto& a = schema.arguments()[i];
+    if (!a.default_value())
+      throw Error(fmt::format("{}: forward's argument '{}' has no default; interp calls forward(tokens)", path, a.name()));
+    args.push_back(*a.default_value());
+  }
+  return args;
+}
+
+void hook_ids_in_order(torch::jit::Block* b, std::vector<int64_t>& order) {
+  for (torch::jit::Node* n : b->nodes()) {
+    if (n->kind() == detail::hook_symbol()) order.push_back(torch::jit::toIValue(n->input(1))->toInt());
+    for (auto* sub : n->blocks()) hook_ids_in_order(sub, order);
+  }
+}
+
+// Rows of pos_embed's first 2-D parameter (0: unknown).
+int64_t context_length(const torch::jit::Module& module, const std::string& pos_embed_path) {
+  if (pos_embed_path.empty()) return 0;
+  torch::jit::Module sub = module;
+  std::stringstream parts(pos_embed_path);
+  for (std::string part; std::getline(parts, part, '.');) sub = sub.attr(part).toModule();
+  for (const auto& p : sub.parameters()) return p.dim() == 2 ? p.size(0) : 0;
+  return 0;
+}
+
+// Two probe runs with different batch (2, 3) and length tell which dims are batch and pos.
+// Returns each point's symbolic shape by hook id; sets info.d_vocab from the logits.
+std::map<int64_t, std::vector<int64_t>> probe_shapes(HookedModel::Impl& m) {
+  const int64_t pa = m.info.n_ctx ? std::min<int64_t>(3, m.info.n_ctx) : 3;
+  const int64_t pb = m.info.n_ctx ? std::min<int64_t>(5, m.info.n_ctx) : 5;
+  auto probe = [&](int64_t b, int64_t p) {
+    RunState rs(m);
+    ActivationCache cache;
+    rs.cache = &cache;
+    for (size_t i = 0; i < m.raw.size(); ++i) rs.capture(static_cast<int64_t>(i));
+    try {
+      at::Tensor logits = m.run(at::zeros({b, p}, at::kLong), &rs, {});
+      m.info.d_vocab = logits.size(-1);
+    } catch (const Error& e) {
+      throw Error(fmt::format("probe run failed: {}", e.what()));
+    }
+    return cache;
+  };
+  ActivationCache a_cache = probe(2, pa), b_cache = probe(3, pb);
+  std::map<int64_t, std::vector<int64_t>> shapes;
+  for (size_t id = 0; id < m.raw.size(); ++id) {
+    const std::string& key = m.raw[id].names[0];
+    if (!a_cache.contains(key) || !b_cache.contains(key)) continue;  // never ran (a dead branch)
+    auto a = a_cache[key].sizes(), b = b_cache[key].sizes();
+    std::vector<int64_t> s(a.size(), -3);  // -3: varies some other way
+    for (size_t d = 0; d < a.size() && a.size() == b.size(); ++d) {
+      if (a[d] == b[d]) s[d] = a[d];
+      else if (a[d] == 2 && b[d] == 3) s[d] = HookPoint::kBatch;
+      else if (a[d] == pa && b[d] == pb) s[d] = HookPoint::kPos;
+    }
+    shapes[static_cast<int64_t>(id)] = s;
+  }
+  return shapes;
+}
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() > suffix.size() && s.compare(s.size() - suffix.size(), std::string::npos, suffix) == 0;
+}
+
+// TransformerLens's layouts for attention points.
+bool tl_layout_ok(const std::string& name, const std::vector<int64_t>& s) {
+  if (ends_with(name, ".hook_q") || ends_with(name, ".hook_k") || ends_with(name, ".hook_v") || ends_with(name, ".hook_z"))
+    return s.size() == 4 && s[0] == HookPoint::kBatch && s[1] == HookPoint::kPos && s[2] > 0 && s[3] > 0;
+  if (ends_with(name, ".hook_pattern") || ends_with(name, ".hook_attn_scores"))
+    return s.size() == 4 && s[0] == HookPoint::kBatch && s[1] > 0 && s[2] == HookPoint::kPos && s[3] == HookPoint::kPos;
+  return true;
+}
+
+bool is_tl_name(const std::string& n) { return n.rfind("hook_", 0) == 0 || n.find(".hook_") != std::string::npos; }
+
+// Fills points / point_ids / name_to_id in forward order; the primary name is the first
+// TransformerLens name (else the module path) and becomes the cache key.
+void index_points(HookedModel::Impl& m, const std::vector<int64_t>& order,
+                  const std::map<int64_t, std::vector<int64_t>>& shapes) {
+  for (int64_t id : order) {
+    auto& names = m.raw[id].names;
+    if (names.empty()) continue;
+    auto primary = std::find_if(names.begin(), names.end(), is_tl_name);
+    if (primary == names.end()) primary = names.begin();
+    std::rotate(names.begin(), primary, primary + 1);  // primary first, the rest keep their order
+    HookPoint p{names[0], {names.begin() + 1, names.end()}, {}};
+    if (auto sh = shapes.find(id); sh != shapes.end()) p.shape = sh->second;
+    for (const auto& n : names) {
+      m.name_to_id.emplace(n, id);
+      m.all_names.push_back(n);
+    }
+    m.points.push_back(std::move(p));
+    m.point_ids.push_back(id);
+  }
+}
+
+// The TransformerLens points the mapped modules promise, and why each absent one is absent.
+std::vector<MissingPoint> missing_tl_points(const HookedModel::Impl& m, const std::map<int, bool>& blocks,
+                                            const std::map<std::string, std::string>& failures,
+                                            const std::string& name_map_source) {
+  std::vector<std::string> expected = {"hook_embed", "hook_pos_embed"};
+  for (const auto& [L, has_mlp] : blocks) {
+    std::string b = fmt::format("blocks.{}.", L);
+    for (const char* s : {"hook_resid_pre", "ln1.hook_normalized", "attn.hook_q", "attn.hook_k", "attn.hook_v",
+                          "attn.hook_attn_scores", "attn.hook_pattern", "attn.hook_z", "hook_attn_out"})
+      expected.push_back(b + s);
+    if (has_mlp)
+      for (const char* s : {"hook_resid_mid", "ln2.hook_normalized", "mlp.hook_pre", "mlp.hook_post", "hook_mlp_out"})
+        expected.push_back(b + s);
+    expected.push_back(b + "hook_resid_post");
+  }
+  if (blocks.empty()) expected.push_back("blocks.{L}.*");
+  expected.push_back("ln_final.hook_normalized");
+  std::vector<MissingPoint> missing;
+  for (const auto& n : expected) {
+    if (m.name_to_id.count(n)) continue;
+    auto f = failures.find(n);
+    missing.push_back({n, f != failures.end() ? f->second
+                                              : fmt::format("no module is mapped to it by {}; pass a name map "
+                                                            "(--name-map) if the model names modules differently",
+                                                            name_map_source)});
+  }
+  return missing;
+}
+
+}  // namespace
+
 HookedModel HookedModel::load(const std::string& path, const LoadOptions& options) {
   auto m = std::make_shared<Impl>();
   m->path = path;
@@ -220,6 +359,7 @@ HookedModel HookedModel::load(const std::string& path, const LoadOptions& option
                             path, first_line(e.what_without_backtrace())));
   }
   m->module.eval();
+  m->extra_args = default_extra_args(m->module, path);
 
   detail::NameMap names =
       options.name_map.empty() ? detail::NameMap::transformer_lens() : detail::NameMap::from_json_file(options.name_map);
@@ -230,144 +370,29 @@ HookedModel HookedModel::load(const std::string& path, const LoadOptions& option
     throw Error(fmt::format("{}: could not rewrite the forward graph: {}", path, first_line(e.what_without_backtrace())));
   }
   m->raw = std::move(rw.points);
-
-  // forward(self, tokens, ...): the arguments after tokens take their defaults.
-  const auto& schema = m->module.get_method("forward").function().getSchema();
-  if (schema.arguments().size() < 2)
-    throw Error(fmt::format("{}: forward takes no tokens argument; interp calls forward(tokens)", path));
-  for (size_t i = 2; i < schema.arguments().size(); ++i) {
-    const auto& a = schema.arguments()[i];
-    if (!a.default_value())
-      throw Error(fmt::format("{}: forward's argument '{}' has no default; interp calls forward(tokens)", path, a.name()));
-    m->extra_args.push_back(*a.default_value());
-  }
   m->fn = std::make_unique<torch::jit::GraphFunction>("interp_hooked_forward", rw.graph, nullptr);
-
-  // Hook ids in forward order.
-  std::vector<int64_t> order;
-  std::function<void(torch::jit::Block*)> collect = [&](torch::jit::Block* b) {
-    for (torch::jit::Node* n : b->nodes()) {
-      if (n->kind() == detail::hook_symbol()) order.push_back(torch::jit::toIValue(n->input(1))->toInt());
-      for (auto* sub : n->blocks()) collect(sub);
-    }
-  };
-  collect(rw.graph->block());
-
-  if (!rw.pos_embed_path.empty()) {  // n_ctx: rows of pos_embed's first (2-D) parameter
-    torch::jit::Module sub = m->module;
-    std::stringstream parts(rw.pos_embed_path);
-    for (std::string part; std::getline(parts, part, '.');) sub = sub.attr(part).toModule();
-    for (const auto& p : sub.parameters()) {
-      if (p.dim() == 2) m->info.n_ctx = p.size(0);
-      break;
-    }
-  }
   m->info.n_layers = static_cast<int>(rw.blocks.size());
+  m->info.n_ctx = context_length(m->module, rw.pos_embed_path);
 
-  // Probe: two runs with different batch and length tell which dims are batch and pos.
-  const int64_t pa = m->info.n_ctx ? std::min<int64_t>(3, m->info.n_ctx) : 3;
-  const int64_t pb = m->info.n_ctx ? std::min<int64_t>(5, m->info.n_ctx) : 5;
-  auto probe = [&](int64_t b, int64_t p) {
-    RunState rs(*m);
-    ActivationCache cache;
-    rs.cache = &cache;
-    for (size_t i = 0; i < m->raw.size(); ++i) rs.capture(static_cast<int64_t>(i));
-    at::Tensor logits;
-    try {
-      logits = m->run(at::zeros({b, p}, at::kLong), &rs, {});
-    } catch (const Error& e) {
-      throw Error(fmt::format("probe run failed: {}", e.what()));
-    }
-    return std::make_pair(logits, cache);
-  };
-  auto [logits_a, cache_a] = probe(2, pa);
-  auto [logits_b, cache_b] = probe(3, pb);
-  m->info.d_vocab = logits_a.size(-1);
-
-  std::map<int64_t, std::vector<int64_t>> shapes;
+  auto shapes = probe_shapes(*m);
+  // A candidate for an attention point in another layout is not given the TransformerLens name.
   for (size_t id = 0; id < m->raw.size(); ++id) {
-    const std::string& key = m->raw[id].names[0];
-    if (!cache_a.contains(key) || !cache_b.contains(key)) continue;  // never ran (dead branch)
-    auto a = cache_a[key].sizes(), b = cache_b[key].sizes();
-    std::vector<int64_t> s;
-    for (size_t d = 0; d < a.size(); ++d) {
-      if (d < b.size() && a[d] == b[d]) s.push_back(a[d]);
-      else if (d < b.size() && a[d] == 2 && b[d] == 3) s.push_back(HookPoint::kBatch);
-      else if (d < b.size() && a[d] == pa && b[d] == pb && pa != pb) s.push_back(HookPoint::kPos);
-      else s.push_back(-3);
-    }
-    if (a.size() != b.size()) s.assign(a.size(), -3);
-    shapes[static_cast<int64_t>(id)] = s;
-  }
-
-  // TransformerLens layouts for attention points; a candidate in another layout is not given the name.
-  auto layout_ok = [](const std::string& name, const std::vector<int64_t>& s) {
-    auto ends = [&](const char* suffix) {
-      return name.size() > std::strlen(suffix) && name.compare(name.size() - std::strlen(suffix), std::string::npos, suffix) == 0;
-    };
-    if (ends(".hook_q") || ends(".hook_k") || ends(".hook_v") || ends(".hook_z"))
-      return s.size() == 4 && s[0] == HookPoint::kBatch && s[1] == HookPoint::kPos && s[2] > 0 && s[3] > 0;
-    if (ends(".hook_pattern") || ends(".hook_attn_scores"))
-      return s.size() == 4 && s[0] == HookPoint::kBatch && s[1] > 0 && s[2] == HookPoint::kPos && s[3] == HookPoint::kPos;
-    return true;
-  };
-  std::map<std::string, std::string> failures = rw.failures;
-  for (size_t id = 0; id < m->raw.size(); ++id) {
-    auto& names_of = m->raw[id].names;
     auto sh = shapes.find(static_cast<int64_t>(id));
+    if (sh == shapes.end()) continue;
+    auto& names_of = m->raw[id].names;
     for (auto it = names_of.begin(); it != names_of.end();) {
-      if (sh != shapes.end() && !layout_ok(*it, sh->second)) {
-        HookPoint tmp{"", {}, sh->second};
-        failures[*it] = fmt::format("the value found has shape {}, not TransformerLens's layout", tmp.shape_str());
-        it = names_of.erase(it);
-      } else {
+      if (tl_layout_ok(*it, sh->second)) {
         ++it;
+        continue;
       }
+      rw.failures[*it] = fmt::format("the value found has shape {}, not TransformerLens's layout", shape_str(sh->second));
+      it = names_of.erase(it);
     }
   }
-
-  auto is_tl = [](const std::string& n) { return n.rfind("hook_", 0) == 0 || n.find(".hook_") != std::string::npos; };
-  for (int64_t id : order) {
-    const auto& names_of = m->raw[id].names;
-    if (names_of.empty()) continue;
-    HookPoint p;
-    auto primary = std::find_if(names_of.begin(), names_of.end(), is_tl);
-    p.name = primary != names_of.end() ? *primary : names_of[0];
-    for (const auto& n : names_of)
-      if (n != p.name) p.aliases.push_back(n);
-    if (auto sh = shapes.find(id); sh != shapes.end()) p.shape = sh->second;
-    for (const auto& n : names_of) {
-      m->name_to_id.emplace(n, id);
-      m->all_names.push_back(n);
-    }
-    m->raw[id].names.erase(std::find(m->raw[id].names.begin(), m->raw[id].names.end(), p.name));
-    m->raw[id].names.insert(m->raw[id].names.begin(), p.name);  // cache key = primary name
-    m->points.push_back(std::move(p));
-    m->point_ids.push_back(id);
-  }
-
-  // Which TransformerLens points are expected, and why each absent one is absent.
-  std::vector<std::string> expected = {"hook_embed", "hook_pos_embed"};
-  for (const auto& [L, has_mlp] : rw.blocks) {
-    std::string b = fmt::format("blocks.{}.", L);
-    for (const char* s : {"hook_resid_pre", "ln1.hook_normalized", "attn.hook_q", "attn.hook_k", "attn.hook_v",
-                          "attn.hook_attn_scores", "attn.hook_pattern", "attn.hook_z", "hook_attn_out"})
-      expected.push_back(b + s);
-    if (has_mlp)
-      for (const char* s : {"hook_resid_mid", "ln2.hook_normalized", "mlp.hook_pre", "mlp.hook_post", "hook_mlp_out"})
-        expected.push_back(b + s);
-    expected.push_back(b + "hook_resid_post");
-  }
-  if (rw.blocks.empty()) expected.push_back("blocks.{L}.*");
-  expected.push_back("ln_final.hook_normalized");
-  for (const auto& n : expected) {
-    if (m->name_to_id.count(n)) continue;
-    auto f = failures.find(n);
-    m->missing.push_back({n, f != failures.end() ? f->second
-                                                 : fmt::format("no module is mapped to it by {}; pass a name map "
-                                                               "(--name-map) if the model names modules differently",
-                                                               names.source())});
-  }
+  std::vector<int64_t> order;
+  hook_ids_in_order(rw.graph->block(), order);
+  index_points(*m, order, shapes);
+  m->missing = missing_tl_points(*m, rw.blocks, rw.failures, names.source());
 
   if (auto it = m->name_to_id.find("blocks.0.hook_resid_pre"); it != m->name_to_id.end() && shapes.count(it->second))
     m->info.d_model = shapes[it->second].back();
@@ -393,11 +418,10 @@ const HookPoint& HookedModel::hook_point(const std::string& name) const {
 namespace {
 
 // Adds the persistent hooks and the given temporary ones to a run.
-void add_hooks(const HookedModel::Impl& m, std::mutex& mu, const std::map<uint64_t, PersistentHook>& persistent,
-               RunState& rs, const std::vector<std::pair<std::string, HookFn>>& hooks) {
+void add_hooks(HookedModel::Impl& m, RunState& rs, const std::vector<std::pair<std::string, HookFn>>& hooks) {
   {
-    std::lock_guard<std::mutex> lock(mu);
-    for (const auto& [handle, h] : persistent) rs.add_hook(h.id, h.name, h.fn);
+    std::lock_guard<std::mutex> lock(m.mu);
+    for (const auto& [handle, h] : m.persistent) rs.add_hook(h.id, h.name, h.fn);
   }
   for (const auto& [name, fn] : hooks) {
     if (!fn) throw Error(fmt::format("hook on '{}' is an empty function", name));
@@ -426,7 +450,7 @@ at::Tensor HookedModel::run_with_hooks(const at::Tensor& tokens,
   }
   if (hooks.empty() && !any_persistent) return impl_->run(tokens, nullptr, options);  // the inactive fast path
   RunState rs(*impl_);
-  add_hooks(*impl_, impl_->mu, impl_->persistent, rs, hooks);
+  add_hooks(*impl_, rs, hooks);
   return impl_->run(tokens, &rs, options);
 }
 
@@ -434,7 +458,7 @@ std::pair<at::Tensor, ActivationCache> HookedModel::run_with_hooks_and_cache(
     const at::Tensor& tokens, const std::vector<std::pair<std::string, HookFn>>& hooks, const NamesFilter& filter,
     const RunOptions& options) const {
   RunState rs(*impl_);
-  add_hooks(*impl_, impl_->mu, impl_->persistent, rs, hooks);
+  add_hooks(*impl_, rs, hooks);
   ActivationCache cache(impl_->info.n_layers);
   rs.cache = &cache;
   for (size_t i = 0; i < impl_->points.size(); ++i) {
