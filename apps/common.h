@@ -32,5 +32,9 @@ std::string human_bytes(double bytes);
 void register_hooks(CLI::App& app);
 void register_cache(CLI::App& app);
 void register_run(CLI::App& app);
+void register_tokenizer(CLI::App& app);
+void register_tokenize(CLI::App& app);
+void register_capture(CLI::App& app);
+void register_store(CLI::App& app);
 
 }  // namespace interp::app

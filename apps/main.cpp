@@ -14,6 +14,10 @@ int main(int argc, char** argv) {
   interp::app::register_hooks(app);
   interp::app::register_cache(app);
   interp::app::register_run(app);
+  interp::app::register_tokenizer(app);
+  interp::app::register_tokenize(app);
+  interp::app::register_capture(app);
+  interp::app::register_store(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

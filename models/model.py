@@ -53,6 +53,8 @@ CONFIGS = {
     "tiny": Config(),
     "tiny_attn_only": Config(attn_only=True, tied=True),
     "tiny_hf": Config(layout="hf", act="gelu_tanh"),
+    # fixture for the data pipeline: the vocabulary of the 1024-piece Brown tokenizer
+    "tiny_lm": Config(d_vocab=1024, n_ctx=64, tied=True),
     # the shipped demo model of the main job
     "small": Config(n_layers=4, d_model=128, n_heads=4, d_head=32, d_mlp=512, d_vocab=1024, n_ctx=128,
                     init_std=0.05),

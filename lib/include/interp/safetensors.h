@@ -28,7 +28,8 @@ struct SafetensorsFile {
 };
 
 // Tensors may live on any device and be non-contiguous; they are written as they are, in name order.
-void safetensors_save(const std::string& path, const std::map<std::string, at::Tensor>& tensors,
+// Returns the XXH64 of the file's bytes (a checksum that costs no second read).
+uint64_t safetensors_save(const std::string& path, const std::map<std::string, at::Tensor>& tensors,
                       const std::map<std::string, std::string>& metadata = {});
 
 SafetensorsFile safetensors_load(const std::string& path);

@@ -26,6 +26,7 @@ AtomicFile::~AtomicFile() {
 }
 
 void AtomicFile::write(const void* data, size_t n) {
+  hash_.update(data, n);
   const char* p = static_cast<const char*>(data);
   while (n > 0) {
     ssize_t w = ::write(fd_, p, n);

@@ -5,6 +5,8 @@
 #include <cstddef>
 #include <string>
 
+#include "interp/util.h"
+
 namespace interp {
 
 class AtomicFile {
@@ -16,8 +18,10 @@ class AtomicFile {
 
   void write(const void* data, size_t n);  // throws interp::Error (disk full, ...)
   void commit();                           // flush, fsync, rename over PATH
+  uint64_t xxh64() const { return hash_.digest(); }  // of everything written so far
 
  private:
+  Xxh64 hash_;
   std::string path_, tmp_;
   int fd_ = -1;
   bool committed_ = false;

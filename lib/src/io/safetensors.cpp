@@ -37,7 +37,7 @@ const char* dtype_name(at::ScalarType t, const std::string& tensor) {
 
 }  // namespace
 
-void safetensors_save(const std::string& path, const std::map<std::string, at::Tensor>& tensors,
+uint64_t safetensors_save(const std::string& path, const std::map<std::string, at::Tensor>& tensors,
                       const std::map<std::string, std::string>& metadata) {
   nlohmann::ordered_json header = nlohmann::ordered_json::object();
   std::vector<at::Tensor> blobs;
@@ -65,6 +65,7 @@ void safetensors_save(const std::string& path, const std::map<std::string, at::T
   out.write(h.data(), h.size());
   for (const auto& b : blobs) out.write(b.data_ptr(), static_cast<size_t>(b.numel()) * b.element_size());
   out.commit();
+  return out.xxh64();
 }
 
 SafetensorsFile safetensors_parse(const std::string& bytes, const std::string& what) {

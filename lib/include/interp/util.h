@@ -1,0 +1,55 @@
+// interp/util.h: small deterministic building blocks shared by the data pipeline.
+//
+// xxh64: the XXH64 hash (checksums of shards, identities of model/tokenizer/corpus files).
+// Rng: a seeded generator (splitmix64) whose sequence is the same on every platform, with
+// shuffle() (Fisher-Yates): std::shuffle and std::uniform_int_distribution are implementation-
+// defined, so a "deterministic by seed" data order cannot use them.
+//
+//   uint64_t h = interp::xxh64(bytes.data(), bytes.size());
+//   interp::Rng rng(42); auto perm = rng.permutation(10);
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace interp {
+
+uint64_t xxh64(const void* data, size_t n, uint64_t seed = 0);
+
+// Streaming XXH64, for files too large to hold.
+class Xxh64 {
+ public:
+  explicit Xxh64(uint64_t seed = 0);
+  void update(const void* data, size_t n);
+  uint64_t digest() const;
+
+ private:
+  uint64_t v_[4];
+  uint64_t total_ = 0;
+  unsigned char buf_[32];
+  size_t buffered_ = 0;
+  uint64_t seed_;
+};
+
+uint64_t xxh64_file(const std::string& path);  // throws interp::Error
+std::string hex64(uint64_t v);                 // 16 lowercase hex digits
+
+class Rng {
+ public:
+  explicit Rng(uint64_t seed) : state_(seed) {}
+  uint64_t next();
+  uint64_t below(uint64_t n);  // uniform in [0, n), n > 0 (rejection sampling, no modulo bias)
+  double uniform();            // [0, 1)
+  std::vector<int64_t> permutation(int64_t n);
+  template <class T>
+  void shuffle(std::vector<T>& v) {
+    for (size_t i = v.size(); i > 1; --i) std::swap(v[i - 1], v[below(i)]);
+  }
+
+ private:
+  uint64_t state_;
+};
+
+}  // namespace interp

@@ -1,0 +1,300 @@
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <deque>
+#include <filesystem>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "interp/error.h"
+#include "interp/hooks.h"
+#include "interp/store.h"
+#include "interp/util.h"
+#include "io/atomic_file.h"
+#include "store/manifest.h"
+
+namespace interp {
+namespace fs = std::filesystem;
+namespace {
+
+using json = nlohmann::json;
+
+at::ScalarType parse_dtype(const std::string& d) {
+  if (d == "f32") return at::kFloat;
+  if (d == "f16") return at::kHalf;
+  if (d == "bf16") return at::kBFloat16;
+  throw Error(fmt::format("dtype '{}' is not one of f32, f16, bf16", d));
+}
+
+// A finished shard on its way to the writer thread.
+struct ShardJob {
+  int64_t index = 0, first_context = 0, contexts = 0;
+  std::map<std::string, std::vector<at::Tensor>> parts;  // per tensor name: batches to concatenate
+};
+
+// Test hook: INTERP_FAULT=kill-after-shard:N kills the process with SIGKILL right after shard N's
+// file is in place but before the manifest records it: the worst moment to die.
+int64_t fault_after_shard() {
+  const char* f = std::getenv("INTERP_FAULT");
+  if (!f) return -1;
+  std::string s = f;
+  const std::string key = "kill-after-shard:";
+  return s.rfind(key, 0) == 0 ? std::stoll(s.substr(key.size())) : -1;
+}
+
+class Writer {
+ public:
+  Writer(std::string dir, json manifest, at::ScalarType dtype, size_t queue)
+      : dir_(std::move(dir)), manifest_(std::move(manifest)), dtype_(dtype), cap_(queue), fault_(fault_after_shard()) {
+    thread_ = std::thread([this] { loop(); });
+  }
+  ~Writer() {
+    if (thread_.joinable()) finish();
+  }
+
+  void push(ShardJob job) {
+    std::unique_lock<std::mutex> lock(mu_);
+    space_.wait(lock, [&] { return jobs_.size() < cap_ || error_; });
+    if (error_) std::rethrow_exception(error_);
+    jobs_.push_back(std::move(job));
+    ready_.notify_one();
+  }
+
+  // Waits for every queued shard; rethrows a writer failure. Returns the final manifest.
+  json finish() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      done_ = true;
+      ready_.notify_one();
+    }
+    thread_.join();
+    if (error_) std::rethrow_exception(error_);
+    return manifest_;
+  }
+
+  int64_t written() const { return written_.load(); }
+
+ private:
+  void loop() {
+    for (;;) {
+      ShardJob job;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        ready_.wait(lock, [&] { return !jobs_.empty() || done_; });
+        if (jobs_.empty()) return;
+        job = std::move(jobs_.front());
+        jobs_.pop_front();
+        space_.notify_one();
+      }
+      try {
+        write(job);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(mu_);
+        error_ = std::current_exception();
+        space_.notify_all();
+        return;
+      }
+    }
+  }
+
+  void write(ShardJob& job) {
+    std::map<std::string, at::Tensor> tensors;
+    for (auto& [name, parts] : job.parts) {
+      at::Tensor t = at::cat(parts, 0);
+      if (t.is_floating_point()) t = t.to(dtype_);
+      tensors[name] = t;
+      parts.clear();
+    }
+    std::string file = store_detail::shard_file(job.index);
+    std::string path = (fs::path(dir_) / file).string();
+    uint64_t hash = safetensors_save(path, tensors,
+                                     {{"format", "interp.store.shard.v1"},
+                                      {"first_context", std::to_string(job.first_context)},
+                                      {"contexts", std::to_string(job.contexts)}});
+    if (job.index == fault_) std::raise(SIGKILL);
+    manifest_["shards"].push_back({{"file", file},
+                                   {"first_context", job.first_context},
+                                   {"contexts", job.contexts},
+                                   {"bytes", static_cast<int64_t>(fs::file_size(path))},
+                                   {"xxh64", hex64(hash)}});
+    store_detail::write_manifest(dir_, manifest_);
+    written_.fetch_add(1);
+  }
+
+  std::string dir_;
+  json manifest_;
+  at::ScalarType dtype_;
+  size_t cap_;
+  int64_t fault_;
+  std::mutex mu_;
+  std::condition_variable ready_, space_;
+  std::deque<ShardJob> jobs_;
+  bool done_ = false;
+  std::exception_ptr error_;
+  std::atomic<int64_t> written_{0};
+  std::thread thread_;
+};
+
+}  // namespace
+
+CaptureResult capture(const HookedModel& model, const PackedContexts& data, const std::string& dir,
+                      const CaptureOptions& o) {
+  const auto start = std::chrono::steady_clock::now();
+  const int64_t ctx = data.ctx();
+  const at::ScalarType dtype = parse_dtype(o.dtype);
+  if (o.hooks.empty()) throw Error("capture: no hook points given; `interp hooks MODEL` lists them");
+  if (o.batch < 1) throw Error(fmt::format("capture: batch {} must be at least 1", o.batch));
+  if (o.n_tokens < 1) throw Error(fmt::format("capture: token count {} must be at least 1", o.n_tokens));
+
+  // Hooks: primary names, per-context shapes ([batch, pos, ...] -> [ctx, ...]).
+  std::vector<std::string> hooks;
+  json hook_list = json::array();
+  int64_t bytes_per_context = 0;
+  int deepest = -1;
+  bool all_in_blocks = true;
+  for (const auto& requested : o.hooks) {
+    const HookPoint& p = model.hook_point(requested);
+    if (std::find(hooks.begin(), hooks.end(), p.name) != hooks.end()) continue;
+    if (p.shape.empty() || p.shape[0] != HookPoint::kBatch)
+      throw Error(fmt::format("hook '{}' has shape {}, not [batch, ...]; it cannot be stored per context", p.name,
+                              p.shape_str()));
+    std::vector<int64_t> shape;
+    int64_t numel = 1;
+    for (size_t d = 1; d < p.shape.size(); ++d) {
+      int64_t v = p.shape[d] == HookPoint::kPos ? ctx : p.shape[d];
+      if (v < 0) throw Error(fmt::format("hook '{}' has shape {} with a size that varies; cannot store it", p.name, p.shape_str()));
+      shape.push_back(v);
+      numel *= v;
+    }
+    bytes_per_context += numel * static_cast<int64_t>(c10::elementSize(dtype));
+    hooks.push_back(p.name);
+    hook_list.push_back({{"name", p.name}, {"shape", shape}});
+    int layer = -1;
+    if (std::sscanf(p.name.c_str(), "blocks.%d.", &layer) == 1) deepest = std::max(deepest, layer);
+    else all_in_blocks = false;
+  }
+
+  const int64_t total_contexts = (o.n_tokens + ctx - 1) / ctx;
+  if (total_contexts > data.size())
+    throw Error(fmt::format("capture: {} tokens need {} contexts of {}, but the corpus packs into only {} ({} tokens); "
+                            "lower --tokens or add data",
+                            o.n_tokens, total_contexts, ctx, data.size(), data.size() * ctx));
+  int64_t per_shard = o.contexts_per_shard;
+  if (per_shard <= 0) per_shard = std::max<int64_t>(1, (int64_t{64} << 20) / std::max<int64_t>(1, bytes_per_context));
+  per_shard = std::max(o.batch, per_shard / o.batch * o.batch);  // whole batches
+
+  json identity = {{"model_xxh64", hex64(xxh64_file(model.path()))},
+                   {"tokenizer_xxh64", o.tokenizer_hash},
+                   {"corpus_xxh64", o.corpus_hash},
+                   {"ctx", ctx},
+                   {"bos", o.pack.bos},
+                   {"eos_between_docs", o.pack.eos_between_docs},
+                   {"shuffle", o.pack.shuffle},
+                   {"seed", o.pack.seed},
+                   {"hooks", hooks},
+                   {"dtype", o.dtype},
+                   {"contexts_per_shard", per_shard}};
+  json manifest = {{"format", store_detail::kFormat},
+                   {"identity", identity},
+                   {"model", model.path()},
+                   {"tokenizer", o.tokenizer_path},
+                   {"corpus", o.corpus},
+                   {"ctx", ctx},
+                   {"dtype", o.dtype},
+                   {"hooks", hook_list},
+                   {"contexts_per_shard", per_shard},
+                   {"tokens_per_shard", per_shard * ctx},
+                   {"target_contexts", total_contexts},
+                   {"shards", json::array()},
+                   {"complete", false}};
+
+  // The folder: new, or this same capture to resume; anything else is refused.
+  CaptureResult result;
+  int64_t done_contexts = 0;
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) throw Error(fmt::format("{}: cannot create the store folder ({})", dir, ec.message()));
+  const fs::path mpath = fs::path(dir) / "manifest.json";
+  if (fs::exists(mpath)) {
+    json old = store_detail::read_manifest(dir);
+    std::vector<std::string> differs;
+    for (const auto& [k, v] : identity.items())
+      if (!old["identity"].contains(k) || old["identity"][k] != v) differs.push_back(k);
+    if (!differs.empty())
+      throw Error(fmt::format("{} holds a different capture ({} differ); choose another --out folder or delete it", dir,
+                              fmt::join(differs, ", ")));
+    if (!o.resume)
+      throw Error(fmt::format("{} already holds this capture ({} of its shards); pass --resume to continue or extend "
+                              "it, or choose another --out folder",
+                              dir, old["shards"].size()));
+    manifest["shards"] = old["shards"];
+    for (const auto& s : old["shards"]) {
+      store_detail::check_shard(dir, s);  // a kept shard must be intact
+      done_contexts += s["contexts"].get<int64_t>();
+    }
+    result.resumed_shards = static_cast<int64_t>(old["shards"].size());
+  } else {
+    for (const auto& e : fs::directory_iterator(dir)) {
+      std::string name = e.path().filename().string();
+      if (name.find(".tmp.") == std::string::npos && name.rfind("shard-", 0) != 0)
+        throw Error(fmt::format("{} is not empty and holds no interp store (found '{}'); choose an empty or new "
+                                "--out folder",
+                                dir, name));
+    }
+  }
+  for (const auto& e : fs::directory_iterator(dir))  // leftovers of a killed run
+    if (e.path().filename().string().find(".tmp.") != std::string::npos) fs::remove(e.path(), ec);
+  if (done_contexts > total_contexts)
+    throw Error(fmt::format("{} already holds {} contexts, more than the {} asked for", dir, done_contexts, total_contexts));
+  manifest["complete"] = done_contexts == total_contexts;
+  store_detail::write_manifest(dir, manifest);
+
+  RunOptions run;
+  if (all_in_blocks && deepest >= 0) run.stop_at_layer = deepest + 1;  // nothing needed above the deepest hook
+  NamesFilter filter = names_filter(hooks);
+  Writer writer(dir, manifest, dtype, static_cast<size_t>(std::max(1, o.queue)));
+  const int64_t resumed_tokens = done_contexts * ctx;
+  int64_t shard_index = result.resumed_shards;
+  while (done_contexts < total_contexts) {
+    ShardJob job;
+    job.index = shard_index++;
+    job.first_context = done_contexts;
+    job.contexts = std::min(per_shard, total_contexts - done_contexts);
+    for (int64_t b = 0; b < job.contexts; b += o.batch) {
+      int64_t n = std::min(o.batch, job.contexts - b);
+      at::Tensor tokens = data.batch(job.first_context + b, n);
+      auto [out, cache] = model.run_with_cache(tokens, filter, run);
+      for (const auto& h : hooks) job.parts[h].push_back(cache[h].to(at::kCPU));
+      job.parts["tokens"].push_back(tokens.to(at::kInt));
+      if (data.has_tags()) job.parts["tags"].push_back(data.tags(job.first_context + b, n));
+      if (o.progress) {
+        CaptureProgress p;
+        p.tokens_done = (job.first_context + b + n) * ctx;
+        p.tokens_total = total_contexts * ctx;
+        p.shards_written = result.resumed_shards + writer.written();
+        double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        p.tokens_per_s = s > 0 ? static_cast<double>(p.tokens_done - resumed_tokens) / s : 0;
+        p.eta_s = p.tokens_per_s > 0 ? static_cast<double>(p.tokens_total - p.tokens_done) / p.tokens_per_s : 0;
+        o.progress(p);
+      }
+    }
+    done_contexts += job.contexts;
+    writer.push(std::move(job));
+  }
+  json final_manifest = writer.finish();
+  final_manifest["complete"] = true;
+  store_detail::write_manifest(dir, final_manifest);
+  result.shards = static_cast<int64_t>(final_manifest["shards"].size());
+  result.tokens = total_contexts * ctx;
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return result;
+}
+
+}  // namespace interp
