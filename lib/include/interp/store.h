@@ -4,8 +4,9 @@
 // (safetensors, one tensor per hook point, plus the token ids) and a JSON manifest; the format is
 // in docs/store.md. Each shard is written under a temporary name and renamed when complete; the
 // manifest is replaced atomically after each shard; a killed capture resumes (options.resume)
-// losing at most the shard in flight. A writer thread converts dtypes and writes while the next
-// forward runs; at most `queue` finished shards wait for it, so memory stays bounded.
+// losing at most the shard in flight. Batches are copied (and converted to the stored dtype) into
+// reused shard buffers; a writer thread writes finished shards while the next forward runs; at
+// most `queue` finished shards wait for it, so memory stays bounded (queue + 1 shard buffers).
 //
 //   interp::CaptureOptions o;
 //   o.hooks = {"blocks.2.hook_resid_post"}; o.n_tokens = 1'000'000;
@@ -55,6 +56,9 @@ struct CaptureResult {
   int64_t tokens = 0, shards = 0;
   int64_t resumed_shards = 0;  // shards found complete and kept
   double seconds = 0;          // this run
+  double forward_seconds = 0;  // of which in forward passes
+  double wait_seconds = 0;     // and waiting for the writer (disk slower than the model)
+  double writer_cpu_seconds = 0;  // CPU time the writer thread used (on another core)
 };
 
 CaptureResult capture(const HookedModel& model, const PackedContexts& data, const std::string& dir,

@@ -13,6 +13,8 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include <sys/resource.h>
+
 #include "interp/error.h"
 #include "interp/hooks.h"
 #include "interp/store.h"
@@ -33,10 +35,48 @@ at::ScalarType parse_dtype(const std::string& d) {
   throw Error(fmt::format("dtype '{}' is not one of f32, f16, bf16", d));
 }
 
+using Buffers = std::map<std::string, at::Tensor>;  // tensor name -> [contexts_per_shard, ...]
+
+// Preallocated shard buffers, reused: batches are copied in (so the forward's own tensors are
+// freed at once and no fresh memory is faulted in per batch) and written out from them. The
+// number of buffer sets bounds memory and makes the model wait when the disk falls behind.
+class BufferPool {
+ public:
+  BufferPool(const std::map<std::string, std::pair<std::vector<int64_t>, at::ScalarType>>& layout, int64_t contexts,
+             int sets) {
+    for (int i = 0; i < sets; ++i) {
+      Buffers b;
+      for (const auto& [name, spec] : layout) {
+        std::vector<int64_t> shape = spec.first;
+        shape.insert(shape.begin(), contexts);
+        b[name] = at::empty(shape, at::TensorOptions().dtype(spec.second));
+      }
+      free_.push_back(std::move(b));
+    }
+  }
+  Buffers acquire() {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return !free_.empty(); });
+    Buffers b = std::move(free_.back());
+    free_.pop_back();
+    return b;
+  }
+  void release(Buffers b) {
+    std::lock_guard<std::mutex> lock(mu_);
+    free_.push_back(std::move(b));
+    cv_.notify_one();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<Buffers> free_;
+};
+
 // A finished shard on its way to the writer thread.
 struct ShardJob {
   int64_t index = 0, first_context = 0, contexts = 0;
-  std::map<std::string, std::vector<at::Tensor>> parts;  // per tensor name: batches to concatenate
+  Buffers buffers;  // the first `contexts` rows are filled
 };
 
 // Test hook: INTERP_FAULT=kill-after-shard:N kills the process with SIGKILL right after shard N's
@@ -51,8 +91,8 @@ int64_t fault_after_shard() {
 
 class Writer {
  public:
-  Writer(std::string dir, json manifest, at::ScalarType dtype, size_t queue)
-      : dir_(std::move(dir)), manifest_(std::move(manifest)), dtype_(dtype), cap_(queue), fault_(fault_after_shard()) {
+  Writer(std::string dir, json manifest, BufferPool& pool)
+      : dir_(std::move(dir)), manifest_(std::move(manifest)), pool_(pool), fault_(fault_after_shard()) {
     thread_ = std::thread([this] { loop(); });
   }
   ~Writer() {
@@ -61,7 +101,6 @@ class Writer {
 
   void push(ShardJob job) {
     std::unique_lock<std::mutex> lock(mu_);
-    space_.wait(lock, [&] { return jobs_.size() < cap_ || error_; });
     if (error_) std::rethrow_exception(error_);
     jobs_.push_back(std::move(job));
     ready_.notify_one();
@@ -80,6 +119,7 @@ class Writer {
   }
 
   int64_t written() const { return written_.load(); }
+  double cpu_seconds() const { return cpu_seconds_; }  // the writer thread's CPU time (after finish())
 
  private:
   void loop() {
@@ -88,17 +128,24 @@ class Writer {
       {
         std::unique_lock<std::mutex> lock(mu_);
         ready_.wait(lock, [&] { return !jobs_.empty() || done_; });
-        if (jobs_.empty()) return;
+        if (jobs_.empty()) {
+          rusage u{};
+          getrusage(RUSAGE_THREAD, &u);
+          cpu_seconds_ = static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+                         1e-6 * static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec);
+          return;
+        }
         job = std::move(jobs_.front());
         jobs_.pop_front();
-        space_.notify_one();
       }
       try {
         write(job);
       } catch (...) {
-        std::lock_guard<std::mutex> lock(mu_);
-        error_ = std::current_exception();
-        space_.notify_all();
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          error_ = std::current_exception();
+        }
+        pool_.release(std::move(job.buffers));  // unblock the producer; it sees error_ at its next push
         return;
       }
     }
@@ -106,11 +153,8 @@ class Writer {
 
   void write(ShardJob& job) {
     std::map<std::string, at::Tensor> tensors;
-    for (auto& [name, parts] : job.parts) {
-      at::Tensor t = at::cat(parts, 0);
-      if (t.is_floating_point()) t = t.to(dtype_);
-      tensors[name] = t;
-      parts.clear();
+    for (auto& [name, buf] : job.buffers) {
+      tensors[name] = buf.narrow(0, 0, job.contexts);  // contiguous: leading rows of a contiguous buffer
     }
     std::string file = store_detail::shard_file(job.index);
     std::string path = (fs::path(dir_) / file).string();
@@ -125,20 +169,22 @@ class Writer {
                                    {"bytes", static_cast<int64_t>(fs::file_size(path))},
                                    {"xxh64", hex64(hash)}});
     store_detail::write_manifest(dir_, manifest_);
+    tensors.clear();
+    pool_.release(std::move(job.buffers));
     written_.fetch_add(1);
   }
 
   std::string dir_;
   json manifest_;
-  at::ScalarType dtype_;
-  size_t cap_;
+  BufferPool& pool_;
   int64_t fault_;
   std::mutex mu_;
-  std::condition_variable ready_, space_;
+  std::condition_variable ready_;
   std::deque<ShardJob> jobs_;
   bool done_ = false;
   std::exception_ptr error_;
   std::atomic<int64_t> written_{0};
+  double cpu_seconds_ = 0;
   std::thread thread_;
 };
 
@@ -259,7 +305,14 @@ CaptureResult capture(const HookedModel& model, const PackedContexts& data, cons
   RunOptions run;
   if (all_in_blocks && deepest >= 0) run.stop_at_layer = deepest + 1;  // nothing needed above the deepest hook
   NamesFilter filter = names_filter(hooks);
-  Writer writer(dir, manifest, dtype, static_cast<size_t>(std::max(1, o.queue)));
+  std::map<std::string, std::pair<std::vector<int64_t>, at::ScalarType>> layout;
+  // Buffers hold the stored dtype: copying a batch in is also its conversion (one pass over memory).
+  for (const auto& h : hook_list) layout[h["name"]] = {h["shape"].get<std::vector<int64_t>>(), dtype};
+  layout["tokens"] = {{ctx}, at::kInt};
+  if (data.has_tags()) layout["tags"] = {{ctx}, at::kShort};
+  // queue finished shards wait for the writer while one is being written and one filled
+  BufferPool pool(layout, per_shard, std::max(1, o.queue) + 1);
+  Writer writer(dir, manifest, pool);
   const int64_t resumed_tokens = done_contexts * ctx;
   int64_t shard_index = result.resumed_shards;
   while (done_contexts < total_contexts) {
@@ -267,13 +320,18 @@ CaptureResult capture(const HookedModel& model, const PackedContexts& data, cons
     job.index = shard_index++;
     job.first_context = done_contexts;
     job.contexts = std::min(per_shard, total_contexts - done_contexts);
+    auto t_wait = std::chrono::steady_clock::now();
+    job.buffers = pool.acquire();  // waits while the writer is `queue` shards behind
+    result.wait_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t_wait).count();
     for (int64_t b = 0; b < job.contexts; b += o.batch) {
       int64_t n = std::min(o.batch, job.contexts - b);
       at::Tensor tokens = data.batch(job.first_context + b, n);
+      auto t0 = std::chrono::steady_clock::now();
       auto [out, cache] = model.run_with_cache(tokens, filter, run);
-      for (const auto& h : hooks) job.parts[h].push_back(cache[h].to(at::kCPU));
-      job.parts["tokens"].push_back(tokens.to(at::kInt));
-      if (data.has_tags()) job.parts["tags"].push_back(data.tags(job.first_context + b, n));
+      result.forward_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      for (const auto& h : hooks) job.buffers[h].narrow(0, b, n).copy_(cache[h]);  // device -> host here
+      job.buffers["tokens"].narrow(0, b, n).copy_(tokens);
+      if (data.has_tags()) job.buffers["tags"].narrow(0, b, n).copy_(data.tags(job.first_context + b, n));
       if (o.progress) {
         CaptureProgress p;
         p.tokens_done = (job.first_context + b + n) * ctx;
@@ -288,7 +346,10 @@ CaptureResult capture(const HookedModel& model, const PackedContexts& data, cons
     done_contexts += job.contexts;
     writer.push(std::move(job));
   }
+  auto t0 = std::chrono::steady_clock::now();
   json final_manifest = writer.finish();
+  result.wait_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  result.writer_cpu_seconds = writer.cpu_seconds();
   final_manifest["complete"] = true;
   store_detail::write_manifest(dir, final_manifest);
   result.shards = static_cast<int64_t>(final_manifest["shards"].size());
