@@ -112,6 +112,7 @@ void register_capture(CLI::App& app) {
                a->model, model.info().n_layers, model.info().d_model, a->device, tc.source, tc.tokens.size(),
                contexts.size(), a->ctx, fmt::join(o.hooks, ", "), a->tokens, a->batch, a->dtype, a->out,
                a->resume ? " (resume)" : "");
+    std::fflush(stdout);  // before the progress lines on stderr
     o.progress = Progress();
     CaptureResult r = capture(model, contexts, a->out, o);
     fmt::print("wrote {} tokens in {} shards to {} ({} shards kept from before) in {:.1f} s\n", r.tokens, r.shards,

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The main job, end to end: set up, build, export the shipped model, list its hooks, capture a cache
-# of the residual stream and attention patterns, and print a summary.
+# The main job, end to end: set up (packages, the Brown corpus), build, export the shipped model,
+# list its hooks, capture a cache, train a tokenizer on Brown, capture residual-stream activations of
+# Brown into a sharded store, verify it, and print a summary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -10,7 +11,7 @@ out=${OUT_DIR:-out}
 mkdir -p "$out"
 interp="$build/interp"
 
-echo; echo "== export the shipped model (GPT-2 style, 4 layers, d_model 128) with torch.jit.script and torch.jit.trace"
+echo; echo "== export the shipped model (GPT-2 style, 4 layers, d_model 128, vocabulary 1024) with torch.jit.script and torch.jit.trace"
 /usr/bin/python3 models/export.py --config small --mode script --out "$out/small_script.pt"
 /usr/bin/python3 models/export.py --config small --mode trace --out "$out/small_trace.pt"
 
@@ -22,10 +23,24 @@ echo; echo "== interp cache: residual stream and attention patterns for 2 sequen
 "$interp" cache "$out/small_trace.pt" --tokens "$tokens" --filter 'hook_resid_(pre|post)$|hook_pattern' \
   --out "$out/cache.safetensors"
 
+echo; echo "== interp tokenizer train: a 1024-piece BPE tokenizer on the Brown corpus"
+[ -f "$out/brown-1k.model" ] || "$interp" tokenizer train --data data/brown --vocab-size 1024 --out "$out/brown-1k"
+"$interp" tokenizer encode --tokenizer "$out/brown-1k.model" "The jury said it did not find evidence."
+
+echo; echo "== interp capture: 262144 tokens of Brown, residual stream after blocks 1 and 3, stored as bf16"
+rm -rf "$out/store"
+"$interp" capture --model "$out/small_trace.pt" --data data/brown --tokenizer "$out/brown-1k.model" \
+  --hooks blocks.1.hook_resid_post,blocks.3.hook_resid_post --tokens 262144 --ctx 128 --batch 32 \
+  --dtype bf16 --out "$out/store"
+"$interp" store info "$out/store"
+"$interp" store verify "$out/store"
+
 echo; echo "== interp run: next-token prediction (random weights for now: expect a flat distribution)"
 "$interp" run "$out/small_script.pt" --tokens "$tokens" --top-k 3
 
 echo; echo "== summary"
-echo "model:  $out/small_script.pt, $out/small_trace.pt"
-echo "cache:  $out/cache.safetensors ($(stat -c %s "$out/cache.safetensors") bytes)"
-echo "next:   $interp hooks MODEL --help, docs/getting-started.md"
+echo "model:     $out/small_script.pt, $out/small_trace.pt"
+echo "cache:     $out/cache.safetensors ($(stat -c %s "$out/cache.safetensors") bytes)"
+echo "tokenizer: $out/brown-1k.model"
+echo "store:     $out/store ($(du -sh "$out/store" | cut -f1), manifest $out/store/manifest.json)"
+echo "next:      docs/getting-started.md, docs/store.md"

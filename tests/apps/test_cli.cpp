@@ -97,6 +97,46 @@ TEST(Cli, RunPrintsTopK) {
   EXPECT_TRUE(has(r, line)) << "expected '" << line << "' in\n" << r.out;
 }
 
+TEST(Cli, TokenizerEncodeDecode) {
+  auto r = run("tokenizer encode --tokenizer " + fixture("brown-1k.model") + " 'The jury said.'");
+  ASSERT_EQ(r.code, 0) << r.out;
+  std::string ids = r.out.substr(0, r.out.find('\n'));
+  auto d = run("tokenizer decode --tokenizer " + fixture("brown-1k.model") + " --tokens " + ids);
+  ASSERT_EQ(d.code, 0) << d.out;
+  EXPECT_EQ(d.out, "The jury said.\n");
+  auto bad = run("tokenizer decode --tokenizer " + fixture("brown-1k.model") + " --tokens 1,99999");
+  EXPECT_NE(bad.code, 0);
+  EXPECT_TRUE(has(bad, "token id 99999 is outside the vocabulary of 1024")) << bad.out;
+}
+
+TEST(Cli, CaptureStoreInfoVerify) {
+  std::string out = ::testing::TempDir() + "/cli-store";
+  std::system(("rm -rf " + out).c_str());
+  std::string base = "capture --model " + fixture("tiny_lm_trace.pt") + " --data " + fixture("brown") + " --tokenizer " +
+                     fixture("brown-1k.model") + " --ctx 32 --batch 8 --shard-contexts 16 ";
+  auto r = run(base + "--hooks blocks.1.hook_resid_pre --tokens 1024 --out " + out);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_TRUE(has(r, "wrote 1024 tokens in 2 shards")) << r.out;
+  auto info = run("store info " + out);
+  EXPECT_TRUE(has(info, "1024 tokens (32 contexts of 32) in 2 shards, f32, complete")) << info.out;
+  EXPECT_TRUE(has(run("store verify " + out), "all 2 shards intact"));
+  // another capture into the same folder is refused; a wrong hook, a missing tokenizer too
+  auto again = run(base + "--hooks blocks.0.hook_resid_pre --tokens 1024 --out " + out);
+  EXPECT_NE(again.code, 0);
+  EXPECT_TRUE(has(again, "holds a different capture (hooks differ)")) << again.out;
+  auto no_tok = run("capture --model " + fixture("tiny_lm_trace.pt") + " --data " + fixture("brown") +
+                    " --hooks hook_embed --tokens 64 --out " + out + "-x");
+  EXPECT_TRUE(has(no_tok, "is text: pass --tokenizer")) << no_tok.out;
+  auto small_model = run("capture --model " + fixture("tiny_script.pt") + " --data " + fixture("brown") +
+                         " --tokenizer " + fixture("brown-1k.model") + " --hooks hook_embed --tokens 64 --out " + out + "-y");
+  EXPECT_TRUE(has(small_model, "vocabulary (1024) is larger than the model's (50)")) << small_model.out;
+  // a damaged shard is named by verify
+  std::system(("printf 'xxxx' | dd of=" + out + "/shard-000001.safetensors bs=1 seek=5000 conv=notrunc 2>/dev/null").c_str());
+  auto v = run("store verify " + out);
+  EXPECT_NE(v.code, 0);
+  EXPECT_TRUE(has(v, "shard shard-000001.safetensors is corrupt")) << v.out;
+}
+
 TEST(Cli, HelpShowsDefaults) {
   auto r = run("cache --help");
   EXPECT_EQ(r.code, 0);
