@@ -223,6 +223,26 @@ INSTANTIATE_TEST_SUITE_P(Points, KillResume, ::testing::Values(0, 3));
 
 // ---------------------------------------------------------------------------------------------
 
+TEST_F(Store, AFailedWriteIsAnErrorAndResumable) {
+  interp::PackedContexts contexts(*tc_, pack());
+  std::string d = dir("failwrite");
+  setenv("INTERP_FAULT", "fail-shard:2", 1);
+  auto msg = error_of([&] { interp::capture(*model_, contexts, d, options(96 * 32)); });
+  unsetenv("INTERP_FAULT");
+  EXPECT_NE(msg.find("writing shard 2 failed"), std::string::npos) << msg;
+  auto partial = interp::ActivationStore::open(d);
+  EXPECT_FALSE(partial.complete());
+  EXPECT_EQ(partial.shards().size(), 2u) << "the shards before the failure are kept";
+  auto o = options(96 * 32);
+  o.resume = true;
+  auto r = interp::capture(*model_, contexts, d, o);
+  EXPECT_EQ(r.resumed_shards, 2);
+  auto store = interp::ActivationStore::open(d);
+  EXPECT_TRUE(store.complete());
+  EXPECT_EQ(store.n_contexts(), 96);
+  store.verify();
+}
+
 TEST_F(Store, CorruptionIsReportedByName) {
   interp::PackedContexts contexts(*tc_, pack());
   std::string d = dir("corrupt");

@@ -79,24 +79,34 @@ struct ShardJob {
   Buffers buffers;  // the first `contexts` rows are filled
 };
 
-// Test hook: INTERP_FAULT=kill-after-shard:N kills the process with SIGKILL right after shard N's
-// file is in place but before the manifest records it: the worst moment to die.
-int64_t fault_after_shard() {
+// Test hooks: INTERP_FAULT=kill-after-shard:N kills the process with SIGKILL right after shard N's
+// file is in place but before the manifest records it (the worst moment to die);
+// INTERP_FAULT=fail-shard:N makes writing shard N fail as a full disk would.
+int64_t fault_at(const std::string& key) {
   const char* f = std::getenv("INTERP_FAULT");
   if (!f) return -1;
   std::string s = f;
-  const std::string key = "kill-after-shard:";
   return s.rfind(key, 0) == 0 ? std::stoll(s.substr(key.size())) : -1;
 }
 
 class Writer {
  public:
   Writer(std::string dir, json manifest, BufferPool& pool)
-      : dir_(std::move(dir)), manifest_(std::move(manifest)), pool_(pool), fault_(fault_after_shard()) {
+      : dir_(std::move(dir)),
+        manifest_(std::move(manifest)),
+        pool_(pool),
+        kill_after_(fault_at("kill-after-shard:")),
+        fail_at_(fault_at("fail-shard:")) {
     thread_ = std::thread([this] { loop(); });
   }
-  ~Writer() {
-    if (thread_.joinable()) finish();
+  ~Writer() {  // on an exception in the producer: let queued shards finish, never throw
+    if (!thread_.joinable()) return;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      done_ = true;
+      ready_.notify_one();
+    }
+    thread_.join();
   }
 
   void push(ShardJob job) {
@@ -156,13 +166,14 @@ class Writer {
     for (auto& [name, buf] : job.buffers) {
       tensors[name] = buf.narrow(0, 0, job.contexts);  // contiguous: leading rows of a contiguous buffer
     }
+    if (job.index == fail_at_) throw Error(fmt::format("{}: writing shard {} failed (injected fault)", dir_, job.index));
     std::string file = store_detail::shard_file(job.index);
     std::string path = (fs::path(dir_) / file).string();
     uint64_t hash = safetensors_save(path, tensors,
                                      {{"format", "interp.store.shard.v1"},
                                       {"first_context", std::to_string(job.first_context)},
                                       {"contexts", std::to_string(job.contexts)}});
-    if (job.index == fault_) std::raise(SIGKILL);
+    if (job.index == kill_after_) std::raise(SIGKILL);
     manifest_["shards"].push_back({{"file", file},
                                    {"first_context", job.first_context},
                                    {"contexts", job.contexts},
@@ -177,7 +188,7 @@ class Writer {
   std::string dir_;
   json manifest_;
   BufferPool& pool_;
-  int64_t fault_;
+  int64_t kill_after_, fail_at_;
   std::mutex mu_;
   std::condition_variable ready_;
   std::deque<ShardJob> jobs_;
