@@ -1,0 +1,137 @@
+// interp/sae.h: sparse autoencoders, in the SAELens file layout, with ground-truth checks.
+//
+// The formalism: h = act((x - b_dec) @ W_enc + b_enc), x_hat = h @ W_dec + b_dec, with
+//   W_enc [d_in, d_sae], W_dec [d_sae, d_in], b_enc [d_sae], b_dec [d_in] (threshold [d_sae] for JumpReLU).
+// Architectures (one file each in lib/src/sae/, one registry by name):
+//   standard   ReLU; L1 penalty on h weighted by decoder row norms
+//   topk       keep the k largest pre-activations (ReLU'd); AuxK loss on dead latents
+//   batchtopk  keep the k*batch largest over the batch; a threshold estimated for inference
+//   jumprelu   h = pre * (pre > threshold); thresholds trained with a straight-through estimator
+//              (rectangle kernel of width `bandwidth`), L0 penalty
+//
+//   interp::SAEConfig cfg; cfg.architecture = "topk"; cfg.d_in = 256; cfg.d_sae = 2048; cfg.k = 32;
+//   interp::SAE sae(cfg);                       // random init, decoder rows unit norm
+//   auto out = sae.forward(x);                  // out.x_hat, out.h, out.loss (mse, sparsity, aux)
+//   sae.save("out/sae");                        // cfg.json + sae_weights.safetensors (SAELens layout)
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace interp {
+
+struct SAEConfig {
+  std::string architecture = "topk";  // standard, topk, batchtopk, jumprelu
+  int64_t d_in = 0, d_sae = 0;
+  int64_t k = 32;                     // topk, batchtopk
+  double l1_coefficient = 1.0;        // standard: L1 weight; jumprelu: L0 weight
+  double bandwidth = 0.001;           // jumprelu: straight-through estimator width
+  double threshold_init = 0.001;      // jumprelu
+  int64_t aux_k = 512;                // topk/batchtopk: latents in the AuxK loss (0: off)
+  double aux_coefficient = 1.0 / 32;  // AuxK loss weight
+  std::string hook_name;              // where it reads activations (metadata; used by evaluation)
+  std::string dtype = "float32";
+  // Activations are scaled by this before encoding and the output unscaled after; 1 after
+  // save() folds it into the weights. Set by training to make E|x| = sqrt(d_in).
+  double norm_scale = 1.0;
+  std::string normalize_activations = "none";  // SAELens name: "none" or "expected_average_only_in"
+  uint64_t seed = 0;
+
+  void validate() const;  // throws interp::Error naming the field
+  std::string to_json() const;
+  static SAEConfig from_json(const std::string& text, const std::string& where);
+};
+
+struct SAEOutput {
+  at::Tensor x_hat;           // [B, d_in]
+  at::Tensor h;               // [B, d_sae] (dense)
+  at::Tensor mse, sparsity, aux, loss;  // scalars; loss = mse + sparsity_weight * sparsity + aux
+  at::Tensor l0;              // scalar: mean active latents per row
+};
+
+class SAE {
+ public:
+  explicit SAE(const SAEConfig& cfg);  // random init (seeded), decoder rows unit norm, W_enc = W_dec^T
+  const SAEConfig& config() const { return cfg_; }
+
+  at::Tensor encode_pre(const at::Tensor& x) const;  // (x/scale - b_dec) @ W_enc + b_enc
+  at::Tensor encode(const at::Tensor& x) const;      // inference activations h [B, d_sae]
+  at::Tensor decode(const at::Tensor& h) const;      // h @ W_dec + b_dec, rescaled
+  // Training forward: losses included. sparsity_weight scales the sparsity term (L1/L0 warm-up);
+  // dead_mask [d_sae] (bool) selects latents for the AuxK loss.
+  SAEOutput forward(const at::Tensor& x, double sparsity_weight = 1.0, const at::Tensor& dead_mask = {}) const;
+
+  std::vector<at::Tensor> parameters() const;  // trainable: W_enc, W_dec, b_enc, b_dec (+ threshold)
+  const at::Tensor& W_enc() const { return W_enc_; }  // [d_in, d_sae]; tensors share storage:
+  const at::Tensor& W_dec() const { return W_dec_; }  // [d_sae, d_in]  in-place updates (no grad)
+  const at::Tensor& b_enc() const { return b_enc_; }  // [d_sae]        change the SAE
+  const at::Tensor& b_dec() const { return b_dec_; }  // [d_in]
+  const at::Tensor& threshold() const { return threshold_; }  // [d_sae], jumprelu only
+  void normalize_decoder();                        // unit-norm rows of W_dec (no grad)
+  void set_norm_scale(double s) { cfg_.norm_scale = s; }
+  void set_inference_threshold(double t) { batch_threshold_ = t; }  // batchtopk
+  double inference_threshold() const { return batch_threshold_; }
+
+  // SAELens layout: DIR/cfg.json + DIR/sae_weights.safetensors (W_enc, W_dec, b_enc, b_dec[, threshold]).
+  // save() folds norm_scale into the weights, so the saved SAE takes raw activations.
+  void save(const std::string& dir) const;
+  static SAE load(const std::string& dir);
+  void to(const c10::Device& device);
+
+ private:
+  SAEConfig cfg_;
+  at::Tensor W_enc_, W_dec_, b_enc_, b_dec_, threshold_;
+  double batch_threshold_ = 0;  // batchtopk inference threshold (running estimate)
+};
+
+// The architecture registry: activation function and sparsity penalty by name.
+struct SAEArchitecture {
+  std::string name;
+  // pre [B, d_sae] -> h [B, d_sae]; `training` selects the training-time rule (batchtopk).
+  std::function<at::Tensor(const SAE&, const at::Tensor& pre, bool training)> activate;
+  // sparsity term (before its weight): L1 of norm-weighted h, L0, or none.
+  std::function<at::Tensor(const SAE&, const at::Tensor& pre, const at::Tensor& h)> sparsity;
+  bool uses_aux_k = false;
+};
+const SAEArchitecture& sae_architecture(const std::string& name);  // throws with the known names
+std::vector<std::string> sae_architectures();
+
+// ---------------------------------------------------------------------------------------------
+// Ground truth (Sharkey et al. 2022): n unit-norm features in d dimensions, each active with its own
+// probability, magnitudes uniform in [0, 1].
+
+struct SyntheticConfig {
+  int64_t n_features = 256, d = 128;
+  std::string frequencies = "uniform";  // "uniform" or "geometric" (p_i proportional to decay^i)
+  double decay = 0.99;
+  double mean_active = 5;               // features active per sample, on average
+  double correlation = 0;               // > 0: features come in correlated pairs (i, i+1)
+  uint64_t seed = 0;
+};
+
+class SyntheticData {
+ public:
+  explicit SyntheticData(const SyntheticConfig& cfg);
+  at::Tensor features() const { return features_; }  // [n_features, d], unit rows
+  at::Tensor probabilities() const { return p_; }    // [n_features]
+  at::Tensor sample(int64_t n);                      // [n, d], deterministic sequence by seed
+
+ private:
+  SyntheticConfig cfg_;
+  at::Tensor features_, p_;
+  at::Generator gen_;
+};
+
+struct Recovery {
+  double mmcs = 0;          // mean over true features of the max cosine with any decoder row
+  int64_t recovered = 0;    // true features with max cosine > threshold
+  int64_t n_features = 0;
+};
+Recovery feature_recovery(const at::Tensor& true_features, const at::Tensor& W_dec, double threshold = 0.9);
+
+}  // namespace interp

@@ -1,0 +1,69 @@
+// interp/sae_train.h: training sparse autoencoders on an activation source.
+//
+// The trainer consumes an ActivationSource, not a model (SAELens's DataProvider): synthetic data,
+// an on-disk store and a live model all feed the same loop.
+//
+//   interp::SyntheticData data({/*n_features=*/256, /*d=*/128});
+//   auto source = interp::synthetic_source(data);
+//   interp::SAE sae(cfg);
+//   interp::TrainOptions o; o.steps = 3000; o.batch = 1024;
+//   interp::TrainResult r = interp::train_sae(sae, *source, o);
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "interp/sae.h"
+#include "interp/store.h"
+
+namespace interp {
+
+class ActivationSource {
+ public:
+  virtual ~ActivationSource() = default;
+  virtual at::Tensor next(int64_t batch) = 0;  // [batch, d_in] float32 (sources cycle when exhausted)
+  virtual int64_t d_in() const = 0;
+  virtual std::string describe() const = 0;
+};
+
+std::unique_ptr<ActivationSource> synthetic_source(SyntheticData& data);
+// Rows of one hook point of a store, shuffled (seeded), repeating epochs as needed.
+std::unique_ptr<ActivationSource> store_source(const ActivationStore& store, const std::string& hook,
+                                               uint64_t seed = 0, int64_t shuffle_buffer = 262144);
+
+struct TrainProgress {
+  int64_t step = 0, steps = 0;
+  double mse = 0, sparsity = 0, aux = 0, l0 = 0, dead_fraction = 0, lr = 0, tokens_per_s = 0, eta_s = 0;
+};
+
+struct TrainOptions {
+  int64_t steps = 10000;
+  int64_t batch = 4096;
+  double lr = 4e-4;
+  int64_t lr_warmup_steps = 0;          // linear warm-up from 0
+  double lr_decay_fraction = 0.2;       // linear decay to 0 over this last fraction of training
+  int64_t l1_warmup_steps = 0;          // sparsity coefficient ramps up from 0
+  std::string b_dec_init = "geometric_median";  // geometric_median, mean, zeros
+  int64_t init_samples = 16384;         // rows used for b_dec and the normalisation scale
+  bool normalize_activations = true;    // scale inputs to E|x| = sqrt(d_in) (folded back on save)
+  int64_t dead_window = 2'000'000;      // tokens without firing after which a latent is dead
+  int64_t log_every = 100;
+  std::function<void(const TrainProgress&)> progress;
+};
+
+struct TrainResult {
+  int64_t steps = 0;
+  double seconds = 0, tokens_per_s = 0;
+  double mse = 0, l0 = 0, dead_fraction = 0;  // at the end (last logged window)
+};
+
+// Throws interp::Error on a NaN/inf loss, naming the step (the SAE keeps its last good weights).
+TrainResult train_sae(SAE& sae, ActivationSource& source, const TrainOptions& options);
+
+// The geometric median of the rows of x (Weiszfeld's algorithm).
+at::Tensor geometric_median(const at::Tensor& x, int iterations = 50);
+
+}  // namespace interp

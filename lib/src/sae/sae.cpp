@@ -1,0 +1,215 @@
+#include "interp/sae.h"
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "interp/error.h"
+#include "interp/safetensors.h"
+#include "io/atomic_file.h"
+
+namespace interp {
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+void SAEConfig::validate() const {
+  sae_architecture(architecture);  // throws for unknown names
+  auto bad = [](const std::string& field, const std::string& why) {
+    return Error(fmt::format("SAE config: {} {}", field, why));
+  };
+  if (d_in < 1) throw bad("d_in", fmt::format("must be positive (got {})", d_in));
+  if (d_sae < 1) throw bad("d_sae", fmt::format("must be positive (got {})", d_sae));
+  if ((architecture == "topk" || architecture == "batchtopk") && (k < 1 || k > d_sae))
+    throw bad("k", fmt::format("must be in 1..d_sae ({}) for {} (got {})", d_sae, architecture, k));
+  if (l1_coefficient < 0) throw bad("l1_coefficient", "must be >= 0");
+  if (architecture == "jumprelu" && !(bandwidth > 0)) throw bad("bandwidth", "must be > 0");
+  if (aux_k < 0) throw bad("aux_k", "must be >= 0");
+  if (!(norm_scale > 0)) throw bad("norm_scale", "must be > 0");
+  if (dtype != "float32") throw bad("dtype", fmt::format("'{}' is not supported (float32)", dtype));
+}
+
+std::string SAEConfig::to_json() const {
+  // SAELens reads architecture, d_in, d_sae, dtype, hook_name, normalize_activations, ...; the
+  // fields it does not know are kept for interp.
+  json j = {{"architecture", architecture},
+            {"d_in", d_in},
+            {"d_sae", d_sae},
+            {"dtype", dtype},
+            {"device", "cpu"},
+            {"hook_name", hook_name},
+            {"hook_layer", -1},
+            {"apply_b_dec_to_input", true},
+            {"normalize_activations", normalize_activations},
+            {"k", k},
+            {"l1_coefficient", l1_coefficient},
+            {"bandwidth", bandwidth},
+            {"threshold_init", threshold_init},
+            {"aux_k", aux_k},
+            {"aux_coefficient", aux_coefficient},
+            {"seed", seed},
+            {"interp_norm_scale", norm_scale}};
+  if (hook_name.rfind("blocks.", 0) == 0) j["hook_layer"] = std::stoi(hook_name.substr(7));
+  return j.dump(2) + "\n";
+}
+
+SAEConfig SAEConfig::from_json(const std::string& text, const std::string& where) {
+  json j;
+  try {
+    j = json::parse(text);
+  } catch (const json::exception& e) {
+    throw Error(fmt::format("{}: not valid JSON ({})", where, e.what()));
+  }
+  SAEConfig c;
+  try {
+    c.architecture = j.value("architecture", "standard");
+    c.d_in = j.at("d_in").get<int64_t>();
+    c.d_sae = j.at("d_sae").get<int64_t>();
+    c.k = j.value("k", c.k);
+    c.l1_coefficient = j.value("l1_coefficient", c.l1_coefficient);
+    c.bandwidth = j.value("bandwidth", c.bandwidth);
+    c.threshold_init = j.value("threshold_init", c.threshold_init);
+    c.aux_k = j.value("aux_k", c.aux_k);
+    c.aux_coefficient = j.value("aux_coefficient", c.aux_coefficient);
+    c.hook_name = j.value("hook_name", "");
+    c.dtype = j.value("dtype", "float32");
+    if (c.dtype == "torch.float32") c.dtype = "float32";
+    c.normalize_activations = j.value("normalize_activations", "none");
+    if (j.contains("normalize_activations") && j["normalize_activations"].is_null()) c.normalize_activations = "none";
+    c.seed = j.value("seed", uint64_t{0});
+    c.norm_scale = j.value("interp_norm_scale", 1.0);
+  } catch (const json::exception& e) {
+    throw Error(fmt::format("{}: {} (an SAELens cfg.json needs d_in and d_sae)", where, e.what()));
+  }
+  c.validate();
+  return c;
+}
+
+SAE::SAE(const SAEConfig& cfg) : cfg_(cfg) {
+  cfg_.validate();
+  at::Generator gen = at::detail::createCPUGenerator(cfg_.seed);
+  // Decoder rows: random unit vectors; encoder: the decoder's transpose (Gao et al. 2024).
+  W_dec_ = at::randn({cfg_.d_sae, cfg_.d_in}, gen, at::kFloat);
+  W_dec_ = W_dec_ / W_dec_.norm(2, {1}, true);
+  W_enc_ = W_dec_.t().clone().contiguous();
+  b_enc_ = at::zeros({cfg_.d_sae}, at::kFloat);
+  b_dec_ = at::zeros({cfg_.d_in}, at::kFloat);
+  if (cfg_.architecture == "jumprelu") threshold_ = at::full({cfg_.d_sae}, cfg_.threshold_init, at::kFloat);
+  for (auto* p : {&W_enc_, &W_dec_, &b_enc_, &b_dec_, &threshold_})
+    if (p->defined()) p->set_requires_grad(true);
+}
+
+std::vector<at::Tensor> SAE::parameters() const {
+  std::vector<at::Tensor> p = {W_enc_, W_dec_, b_enc_, b_dec_};
+  if (threshold_.defined()) p.push_back(threshold_);
+  return p;
+}
+
+void SAE::normalize_decoder() {
+  at::NoGradGuard g;
+  W_dec_.div_(W_dec_.norm(2, {1}, true).clamp_min(1e-8));
+}
+
+at::Tensor SAE::encode_pre(const at::Tensor& x) const {
+  at::Tensor xs = cfg_.norm_scale == 1.0 ? x : x * cfg_.norm_scale;
+  return at::addmm(b_enc_, xs - b_dec_, W_enc_);
+}
+
+at::Tensor SAE::encode(const at::Tensor& x) const {
+  return sae_architecture(cfg_.architecture).activate(*this, encode_pre(x), false);
+}
+
+at::Tensor SAE::decode(const at::Tensor& h) const {
+  at::Tensor y = at::addmm(b_dec_, h, W_dec_);
+  return cfg_.norm_scale == 1.0 ? y : y / cfg_.norm_scale;
+}
+
+SAEOutput SAE::forward(const at::Tensor& x_raw, double sparsity_weight, const at::Tensor& dead_mask) const {
+  const SAEArchitecture& arch = sae_architecture(cfg_.architecture);
+  at::Tensor x = cfg_.norm_scale == 1.0 ? x_raw : x_raw * cfg_.norm_scale;  // normalised units
+  at::Tensor pre = at::addmm(b_enc_, x - b_dec_, W_enc_);
+  SAEOutput out;
+  out.h = arch.activate(*this, pre, true);
+  at::Tensor y = at::addmm(b_dec_, out.h, W_dec_);
+  out.mse = (y - x).pow(2).sum(-1).mean();
+  out.sparsity = arch.sparsity(*this, pre, out.h);
+  out.aux = at::zeros({}, x.options());
+  if (arch.uses_aux_k && cfg_.aux_k > 0 && dead_mask.defined() && dead_mask.any().item<bool>()) {
+    // AuxK (Gao et al. 2024): the dead latents' top-aux_k reconstruct the residual.
+    int64_t n_dead = dead_mask.sum().item<int64_t>();
+    int64_t kk = std::min(cfg_.aux_k, n_dead);
+    at::Tensor masked = pre.masked_fill(dead_mask.logical_not().unsqueeze(0), -std::numeric_limits<float>::infinity());
+    auto [vals, idx] = masked.topk(kk, -1);
+    at::Tensor h_aux = at::zeros_like(pre).scatter(-1, idx, at::relu(vals));
+    at::Tensor residual = (x - y).detach();
+    at::Tensor e_hat = at::mm(h_aux, W_dec_);
+    at::Tensor denom = (residual - residual.mean(0, true)).pow(2).sum(-1).mean().clamp_min(1e-12);
+    out.aux = (e_hat - residual).pow(2).sum(-1).mean() / denom;
+  }
+  out.loss = out.mse + sparsity_weight * cfg_.l1_coefficient * out.sparsity + cfg_.aux_coefficient * out.aux;
+  out.l0 = (out.h != 0).sum(-1).to(at::kFloat).mean();
+  out.x_hat = cfg_.norm_scale == 1.0 ? y : y / cfg_.norm_scale;
+  return out;
+}
+
+void SAE::to(const c10::Device& device) {
+  for (auto* p : {&W_enc_, &W_dec_, &b_enc_, &b_dec_, &threshold_})
+    if (p->defined()) *p = p->detach().to(device).set_requires_grad(true);
+}
+
+void SAE::save(const std::string& dir) const {
+  at::NoGradGuard g;
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) throw Error(fmt::format("{}: cannot create ({})", dir, ec.message()));
+  // Fold the activation scale s into the weights: h(x) = act(((s x) - b) W_e + c) equals
+  // act((x - b/s)(s W_e) + c), and x_hat = (h W_d + b)/s = h (W_d/s) + b/s.
+  const double s = cfg_.norm_scale;
+  std::map<std::string, at::Tensor> t = {{"W_enc", (W_enc_ * s).cpu()},
+                                         {"W_dec", (W_dec_ / s).cpu()},
+                                         {"b_enc", b_enc_.cpu()},
+                                         {"b_dec", (b_dec_ / s).cpu()}};
+  SAEConfig folded = cfg_;
+  folded.norm_scale = 1.0;
+  if (threshold_.defined()) t["threshold"] = threshold_.cpu();
+  if (cfg_.architecture == "batchtopk") t["threshold"] = at::full({cfg_.d_sae}, batch_threshold_, at::kFloat);
+  safetensors_save((fs::path(dir) / "sae_weights.safetensors").string(), t,
+                   {{"format", "pt"}, {"interp_batchtopk_threshold", std::to_string(batch_threshold_)}});
+  std::string text = folded.to_json();
+  AtomicFile f((fs::path(dir) / "cfg.json").string());
+  f.write(text.data(), text.size());
+  f.commit();
+}
+
+SAE SAE::load(const std::string& dir) {
+  std::ifstream in(fs::path(dir) / "cfg.json");
+  if (!in) throw Error(fmt::format("{}: no cfg.json; an SAE folder (SAELens layout) holds cfg.json and sae_weights.safetensors", dir));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  SAEConfig cfg = SAEConfig::from_json(ss.str(), (fs::path(dir) / "cfg.json").string());
+  cfg.norm_scale = 1.0;
+  SafetensorsFile f = safetensors_load((fs::path(dir) / "sae_weights.safetensors").string());
+  SAE sae(cfg);
+  auto take = [&](const char* name, std::vector<int64_t> shape) {
+    auto it = f.tensors.find(name);
+    if (it == f.tensors.end()) throw Error(fmt::format("{}: sae_weights.safetensors lacks '{}'", dir, name));
+    if (it->second.sizes().vec() != shape)
+      throw Error(fmt::format("{}: '{}' has shape [{}] but cfg.json implies [{}]", dir, name,
+                              fmt::join(it->second.sizes(), ", "), fmt::join(shape, ", ")));
+    return it->second.to(at::kFloat).contiguous().set_requires_grad(true);
+  };
+  sae.W_enc_ = take("W_enc", {cfg.d_in, cfg.d_sae});
+  sae.W_dec_ = take("W_dec", {cfg.d_sae, cfg.d_in});
+  sae.b_enc_ = take("b_enc", {cfg.d_sae});
+  sae.b_dec_ = take("b_dec", {cfg.d_in});
+  if (cfg.architecture == "jumprelu") sae.threshold_ = take("threshold", {cfg.d_sae});
+  if (cfg.architecture == "batchtopk" && f.tensors.count("threshold"))
+    sae.batch_threshold_ = f.tensors.at("threshold")[0].item<double>();
+  return sae;
+}
+
+}  // namespace interp

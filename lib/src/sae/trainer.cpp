@@ -1,0 +1,205 @@
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+#include <torch/csrc/autograd/autograd.h>
+
+#include <chrono>
+#include <cmath>
+
+#include "interp/error.h"
+#include "interp/sae_train.h"
+
+namespace interp {
+namespace {
+
+class SyntheticSource final : public ActivationSource {
+ public:
+  explicit SyntheticSource(SyntheticData& d) : d_(d) {}
+  at::Tensor next(int64_t batch) override { return d_.sample(batch); }
+  int64_t d_in() const override { return d_.features().size(1); }
+  std::string describe() const override {
+    return fmt::format("synthetic ({} features in d={})", d_.features().size(0), d_.features().size(1));
+  }
+
+ private:
+  SyntheticData& d_;
+};
+
+class StoreSource final : public ActivationSource {
+ public:
+  StoreSource(const ActivationStore& store, std::string hook, uint64_t seed, int64_t buffer)
+      : store_(store), hook_(std::move(hook)) {
+    o_.batch_size = 1 << 14;
+    o_.shuffle_buffer = buffer;
+    o_.seed = seed;
+    o_.epochs = 1 << 30;  // cycle
+    loader_ = std::make_unique<ActivationLoader>(store_, hook_, o_);
+    d_in_ = store_.hook(hook_).shape.back();
+  }
+  at::Tensor next(int64_t batch) override {
+    while (pending_.size(0) < batch) {
+      auto b = loader_->next();
+      if (!b) throw Error(fmt::format("{}: the store ran out of rows", store_.dir()));
+      pending_ = pending_.size(0) ? at::cat({pending_, b->acts}) : b->acts;
+    }
+    at::Tensor out = pending_.narrow(0, 0, batch);
+    pending_ = pending_.narrow(0, batch, pending_.size(0) - batch);
+    return out;
+  }
+  int64_t d_in() const override { return d_in_; }
+  std::string describe() const override { return fmt::format("{} ({})", store_.dir(), hook_); }
+
+ private:
+  const ActivationStore& store_;
+  std::string hook_;
+  LoaderOptions o_;
+  std::unique_ptr<ActivationLoader> loader_;
+  at::Tensor pending_ = at::empty({0});
+  int64_t d_in_ = 0;
+};
+
+struct Adam {
+  double b1 = 0.9, b2 = 0.999, eps = 1e-8;
+  int64_t t = 0;
+  std::vector<at::Tensor> m, v;
+  void step(const std::vector<at::Tensor>& params, const std::vector<at::Tensor>& grads, double lr) {
+    at::NoGradGuard g;
+    if (m.empty())
+      for (const auto& p : params) {
+        m.push_back(at::zeros_like(p));
+        v.push_back(at::zeros_like(p));
+      }
+    ++t;
+    const double bc1 = 1 - std::pow(b1, static_cast<double>(t)), bc2 = 1 - std::pow(b2, static_cast<double>(t));
+    for (size_t i = 0; i < params.size(); ++i) {
+      m[i].mul_(b1).add_(grads[i], 1 - b1);
+      v[i].mul_(b2).addcmul_(grads[i], grads[i], 1 - b2);
+      at::Tensor denom = (v[i] / bc2).sqrt_().add_(eps);
+      params[i].detach().addcdiv_(m[i], denom, -lr / bc1);
+    }
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<ActivationSource> synthetic_source(SyntheticData& data) {
+  return std::make_unique<SyntheticSource>(data);
+}
+
+std::unique_ptr<ActivationSource> store_source(const ActivationStore& store, const std::string& hook, uint64_t seed,
+                                               int64_t shuffle_buffer) {
+  return std::make_unique<StoreSource>(store, hook, seed, shuffle_buffer);
+}
+
+at::Tensor geometric_median(const at::Tensor& x, int iterations) {
+  at::NoGradGuard g;
+  at::Tensor y = x.mean(0);
+  for (int i = 0; i < iterations; ++i) {
+    at::Tensor w = 1.0 / (x - y).norm(2, {1}).clamp_min(1e-8);
+    at::Tensor next = (w.unsqueeze(1) * x).sum(0) / w.sum();
+    double moved = (next - y).norm().item<double>();
+    y = next;
+    if (moved < 1e-7 * (1 + y.norm().item<double>())) break;
+  }
+  return y;
+}
+
+TrainResult train_sae(SAE& sae, ActivationSource& source, const TrainOptions& o) {
+  const SAEConfig& cfg = sae.config();
+  if (source.d_in() != cfg.d_in)
+    throw Error(fmt::format("the source gives {}-dimensional activations but the SAE's d_in is {}", source.d_in(), cfg.d_in));
+  if (o.steps < 1 || o.batch < 1) throw Error("train: steps and batch must be positive");
+  const auto start = std::chrono::steady_clock::now();
+  const bool unit_decoder = cfg.architecture != "standard";  // standard's L1 is weighted by the norms instead
+
+  // Initialisation from a sample: normalisation scale and b_dec.
+  {
+    at::NoGradGuard g;
+    at::Tensor x0 = source.next(std::max<int64_t>(o.batch, o.init_samples));
+    double scale = 1.0;
+    if (o.normalize_activations) {
+      double mean_norm = x0.norm(2, {1}).mean().item<double>();
+      if (mean_norm > 0) scale = std::sqrt(static_cast<double>(cfg.d_in)) / mean_norm;
+    }
+    sae.set_norm_scale(scale);
+    at::Tensor xs = x0 * scale;
+    if (o.b_dec_init == "geometric_median") sae.b_dec().detach().copy_(geometric_median(xs));
+    else if (o.b_dec_init == "mean") sae.b_dec().detach().copy_(xs.mean(0));
+    else if (o.b_dec_init != "zeros") throw Error(fmt::format("train: b_dec_init '{}' is not geometric_median, mean or zeros", o.b_dec_init));
+  }
+
+  std::vector<at::Tensor> params = sae.parameters();
+  Adam adam;
+  at::Tensor since_fired = at::zeros({cfg.d_sae}, at::kLong);  // tokens since each latent last fired
+  TrainResult result;
+  double acc_mse = 0, acc_sp = 0, acc_aux = 0, acc_l0 = 0;
+  int64_t acc_n = 0;
+  const int64_t decay_start = static_cast<int64_t>(static_cast<double>(o.steps) * (1.0 - o.lr_decay_fraction));
+  for (int64_t step = 0; step < o.steps; ++step) {
+    double lr = o.lr;
+    if (o.lr_warmup_steps > 0 && step < o.lr_warmup_steps)
+      lr *= static_cast<double>(step + 1) / static_cast<double>(o.lr_warmup_steps);
+    if (step >= decay_start && o.lr_decay_fraction > 0)
+      lr *= static_cast<double>(o.steps - step) / static_cast<double>(o.steps - decay_start);
+    const double sparsity_weight =
+        o.l1_warmup_steps > 0 ? std::min(1.0, static_cast<double>(step + 1) / static_cast<double>(o.l1_warmup_steps)) : 1.0;
+
+    at::Tensor x = source.next(o.batch);
+    at::Tensor dead = since_fired > o.dead_window;
+    SAEOutput out = sae.forward(x, sparsity_weight, dead);
+    double loss = out.loss.item<double>();
+    if (!std::isfinite(loss))
+      throw Error(fmt::format("SAE training: the loss is {} at step {} (mse {}, sparsity {}); lower the learning rate "
+                              "({}) or check the activations; the SAE keeps the weights of step {}",
+                              loss, step, out.mse.item<double>(), out.sparsity.item<double>(), o.lr, step - 1));
+    auto grads = torch::autograd::grad({out.loss}, params);
+    adam.step(params, grads, lr);
+    {
+      at::NoGradGuard g;
+      if (unit_decoder) sae.normalize_decoder();
+      if (cfg.architecture == "jumprelu") sae.threshold().detach().clamp_min_(0);
+      at::Tensor fired = (out.h.detach() > 0).any(0);
+      since_fired.add_(o.batch).masked_fill_(fired, 0);
+      if (cfg.architecture == "batchtopk") {  // inference threshold: running mean of the smallest kept value
+        at::Tensor hv = out.h.detach();
+        at::Tensor pos = hv.masked_select(hv > 0);
+        if (pos.numel()) {
+          double m = pos.min().item<double>();
+          double t = sae.inference_threshold();
+          sae.set_inference_threshold(step == 0 ? m : 0.99 * t + 0.01 * m);
+        }
+      }
+    }
+    acc_mse += out.mse.item<double>();
+    acc_sp += out.sparsity.item<double>();
+    acc_aux += out.aux.item<double>();
+    acc_l0 += out.l0.item<double>();
+    ++acc_n;
+    const bool last = step + 1 == o.steps;
+    if ((o.log_every > 0 && (step + 1) % o.log_every == 0) || last) {
+      double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      TrainProgress p;
+      p.step = step + 1;
+      p.steps = o.steps;
+      p.mse = acc_mse / static_cast<double>(acc_n);
+      p.sparsity = acc_sp / static_cast<double>(acc_n);
+      p.aux = acc_aux / static_cast<double>(acc_n);
+      p.l0 = acc_l0 / static_cast<double>(acc_n);
+      p.dead_fraction = dead.to(at::kFloat).mean().item<double>();
+      p.lr = lr;
+      p.tokens_per_s = static_cast<double>((step + 1) * o.batch) / s;
+      p.eta_s = static_cast<double>(o.steps - step - 1) * s / static_cast<double>(step + 1);
+      result.mse = p.mse;
+      result.l0 = p.l0;
+      result.dead_fraction = p.dead_fraction;
+      if (o.progress) o.progress(p);
+      acc_mse = acc_sp = acc_aux = acc_l0 = 0;
+      acc_n = 0;
+    }
+  }
+  result.steps = o.steps;
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  result.tokens_per_s = static_cast<double>(o.steps * o.batch) / result.seconds;
+  return result;
+}
+
+}  // namespace interp
