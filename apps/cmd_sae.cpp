@@ -1,0 +1,114 @@
+// interp train-sae: train a sparse autoencoder on synthetic ground truth or an activation store,
+// and save it in the SAELens layout.
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+
+#include "common.h"
+#include "interp/error.h"
+#include "interp/sae.h"
+#include "interp/sae_train.h"
+#include "interp/store.h"
+
+namespace interp::app {
+
+void register_sae(CLI::App& app) {
+  auto* cmd = app.add_subcommand("train-sae", "Train a sparse autoencoder (synthetic ground truth or a store)");
+  struct Args {
+    bool synthetic = false;
+    std::string activations, hook, out, arch = "topk", frequencies = "uniform";
+    int64_t features = 512, d = 256, d_sae = 2048, k = 32, steps = 5000, batch = 4096, warmup = 0, l1_warmup = 0;
+    double lr = 4e-4, l1 = 1.0, mean_active = 5;
+    uint64_t seed = 0;
+  };
+  auto a = std::make_shared<Args>();
+  auto* syn = cmd->add_flag("--synthetic", a->synthetic, "train on synthetic superposition with known features");
+  auto* act = cmd->add_option("--activations", a->activations, "activation store folder (interp capture)");
+  syn->excludes(act);
+  cmd->add_option("--hook", a->hook, "hook point in the store (default: its only one)");
+  cmd->add_option("--features", a->features, "synthetic: number of true features")->capture_default_str();
+  cmd->add_option("--d", a->d, "synthetic: dimension")->capture_default_str();
+  cmd->add_option("--frequencies", a->frequencies, "synthetic: uniform or geometric (0.99^i)")->capture_default_str();
+  cmd->add_option("--mean-active", a->mean_active, "synthetic: features active per sample")->capture_default_str();
+  cmd->add_option("--arch", a->arch, "standard, topk, batchtopk, jumprelu")->capture_default_str();
+  cmd->add_option("--d-sae", a->d_sae, "latents")->capture_default_str();
+  cmd->add_option("--k", a->k, "topk/batchtopk: active latents per row")->capture_default_str();
+  cmd->add_option("--l1", a->l1, "standard: L1 coefficient; jumprelu: L0 coefficient")->capture_default_str();
+  cmd->add_option("--steps", a->steps, "training steps")->capture_default_str();
+  cmd->add_option("--batch", a->batch, "rows per step")->capture_default_str();
+  cmd->add_option("--lr", a->lr, "Adam learning rate")->capture_default_str();
+  cmd->add_option("--lr-warmup", a->warmup, "learning-rate warm-up steps")->capture_default_str();
+  cmd->add_option("--l1-warmup", a->l1_warmup, "sparsity-coefficient warm-up steps")->capture_default_str();
+  cmd->add_option("--seed", a->seed, "seed (init and synthetic data)")->capture_default_str();
+  cmd->add_option("--out", a->out, "output folder (SAELens layout: cfg.json, sae_weights.safetensors)")->required();
+  cmd->callback([a] {
+    if (!a->synthetic && a->activations.empty())
+      throw Error("train-sae needs a source: --synthetic or --activations STORE");
+    std::optional<SyntheticData> data;
+    std::optional<ActivationStore> store;
+    std::unique_ptr<ActivationSource> source;
+    SAEConfig cfg;
+    cfg.architecture = a->arch;
+    cfg.d_sae = a->d_sae;
+    cfg.k = a->k;
+    cfg.l1_coefficient = a->l1;
+    cfg.seed = a->seed;
+    if (a->synthetic) {
+      SyntheticConfig sc;
+      sc.n_features = a->features;
+      sc.d = a->d;
+      sc.frequencies = a->frequencies;
+      sc.mean_active = a->mean_active;
+      sc.seed = a->seed + 1;
+      data.emplace(sc);
+      source = synthetic_source(*data);
+    } else {
+      store.emplace(ActivationStore::open(a->activations));
+      if (a->hook.empty()) {
+        if (store->hooks().size() != 1)
+          throw Error(fmt::format("{} holds {} hook points; name one with --hook", a->activations, store->hooks().size()));
+        a->hook = store->hooks()[0].name;
+      }
+      source = store_source(*store, a->hook, a->seed);
+      cfg.hook_name = a->hook;
+    }
+    cfg.d_in = source->d_in();
+    SAE sae(cfg);
+    TrainOptions o;
+    o.steps = a->steps;
+    o.batch = a->batch;
+    o.lr = a->lr;
+    o.lr_warmup_steps = a->warmup;
+    o.l1_warmup_steps = a->l1_warmup;
+    o.log_every = std::max<int64_t>(1, a->steps / 50);
+    const bool tty = isatty(2);
+    o.progress = [tty](const TrainProgress& p) {
+      std::string line = fmt::format("step {}/{}  mse {:.4f}  sparsity {:.4f}  aux {:.4f}  L0 {:.1f}  dead {:.1f}%  "
+                                     "lr {:.2e}  {:.0f} tokens/s  ETA {:.0f} s",
+                                     p.step, p.steps, p.mse, p.sparsity, p.aux, p.l0, 100 * p.dead_fraction, p.lr,
+                                     p.tokens_per_s, p.eta_s);
+      bool last = p.step == p.steps;
+      if (tty) fmt::print(stderr, "\r{}{}", line, last ? "\n" : "");
+      else if (last || p.step % (p.steps / 10 > 0 ? p.steps / 10 : 1) == 0) fmt::print(stderr, "{}\n", line);
+    };
+    fmt::print("train-sae\n  source  {}\n  sae     {} d_in {} d_sae {}{}\n  steps   {} x {} rows, lr {}\n  out     {}\n",
+               source->describe(), cfg.architecture, cfg.d_in, cfg.d_sae,
+               cfg.architecture == "topk" || cfg.architecture == "batchtopk" ? fmt::format(" k {}", cfg.k) : "",
+               o.steps, o.batch, o.lr, a->out);
+    std::fflush(stdout);
+    TrainResult r = train_sae(sae, *source, o);
+    sae.save(a->out);
+    fmt::print("trained in {:.1f} s ({:.0f} tokens/s): mse {:.4f}, L0 {:.2f}, dead {:.1f}%\n", r.seconds, r.tokens_per_s,
+               r.mse, r.l0, 100 * r.dead_fraction);
+    if (data) {
+      Recovery rec = feature_recovery(data->features(), sae.W_dec());
+      fmt::print("ground truth: MMCS {:.4f}, {} of {} features recovered (max cosine > 0.9)\n", rec.mmcs, rec.recovered,
+                 rec.n_features);
+    }
+    fmt::print("wrote {}/cfg.json and {}/sae_weights.safetensors\n", a->out, a->out);
+  });
+}
+
+}  // namespace interp::app
