@@ -10,6 +10,7 @@
 #include "interp/error.h"
 #include "interp/sae.h"
 #include "interp/sae_train.h"
+#include "interp/safetensors.h"
 #include "test_util.h"
 
 namespace {
@@ -172,5 +173,41 @@ TEST(SAE, ArchitectureInvariants) {
   at::Tensor expected = (so.h * st.W_dec().norm(2, {1})).sum(-1).mean();
   EXPECT_TRUE(interp::test::close(so.sparsity, expected, 1e-6, "standard sparsity"));
 }
+
+// Forward, losses and gradients of every architecture against plain-PyTorch goldens
+// (models/make_sae_goldens.py), loaded from SAELens-layout folders that Python wrote.
+class Golden : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(Golden, ForwardLossesAndGradientsMatchPyTorch) {
+  const std::string dir = interp::test::fixture("sae/" + GetParam());
+  interp::SAE sae = interp::SAE::load(dir);
+  auto g = interp::safetensors_load(dir + "/golden.safetensors");
+  auto meta = [&](const char* k) { return std::stod(g.metadata.at(k)); };
+  EXPECT_EQ(sae.config().architecture, GetParam());
+  EXPECT_EQ(sae.config().hook_name, "blocks.0.hook_resid_post");
+  if (GetParam() == "topk" || GetParam() == "batchtopk") EXPECT_EQ(sae.config().k, 4) << "k from activation_fn_kwargs";
+  sae.set_loss_coefficients(meta("l1_coefficient"), static_cast<int64_t>(meta("aux_k")), meta("aux_coefficient"),
+                            meta("bandwidth"));
+  const auto& t = g.tensors;
+  auto out = sae.forward(t.at("x"), 1.0, t.at("dead").to(at::kBool));
+  EXPECT_TRUE(interp::test::close(out.h, t.at("h"), 1e-5, "h"));
+  EXPECT_TRUE(interp::test::close(out.x_hat, t.at("x_hat"), 1e-5, "x_hat"));
+  for (const char* k : {"mse", "sparsity", "aux", "loss"}) {
+    at::Tensor got = k == std::string("mse") ? out.mse : k == std::string("sparsity") ? out.sparsity
+                     : k == std::string("aux") ? out.aux : out.loss;
+    EXPECT_TRUE(interp::test::close(got, t.at(k), 1e-4, k));
+  }
+  std::vector<std::string> names = {"W_enc", "W_dec", "b_enc", "b_dec"};
+  if (GetParam() == "jumprelu") names.push_back("threshold");
+  auto grads = torch::autograd::grad({out.loss}, sae.parameters());
+  ASSERT_EQ(grads.size(), names.size());
+  for (size_t i = 0; i < names.size(); ++i) {
+    auto r = interp::test::close(grads[i], t.at("grad." + names[i]), 1e-4, "grad " + names[i]);
+    EXPECT_TRUE(r);
+    std::printf("  %s\n", r.message());
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Architectures, Golden, ::testing::Values("standard", "topk", "batchtopk", "jumprelu"));
 
 }  // namespace

@@ -74,6 +74,8 @@ class SAE {
   const at::Tensor& threshold() const { return threshold_; }  // [d_sae], jumprelu only
   void normalize_decoder();                        // unit-norm rows of W_dec (no grad)
   void set_norm_scale(double s) { cfg_.norm_scale = s; }
+  // Training settings a cfg.json from another tool may not carry.
+  void set_loss_coefficients(double l1_coefficient, int64_t aux_k, double aux_coefficient, double bandwidth);
   void set_inference_threshold(double t) { batch_threshold_ = t; }  // batchtopk
   double inference_threshold() const { return batch_threshold_; }
 

@@ -70,6 +70,9 @@ SAEConfig SAEConfig::from_json(const std::string& text, const std::string& where
     c.d_in = j.at("d_in").get<int64_t>();
     c.d_sae = j.at("d_sae").get<int64_t>();
     c.k = j.value("k", c.k);
+    if (!j.contains("k") && j.contains("activation_fn_kwargs") && j["activation_fn_kwargs"].contains("k"))
+      c.k = j["activation_fn_kwargs"]["k"].get<int64_t>();  // SAELens keeps TopK's k here
+    if (c.architecture == "standard" && j.value("activation_fn", "relu") == "topk") c.architecture = "topk";
     c.l1_coefficient = j.value("l1_coefficient", c.l1_coefficient);
     c.bandwidth = j.value("bandwidth", c.bandwidth);
     c.threshold_init = j.value("threshold_init", c.threshold_init);
@@ -107,6 +110,16 @@ std::vector<at::Tensor> SAE::parameters() const {
   std::vector<at::Tensor> p = {W_enc_, W_dec_, b_enc_, b_dec_};
   if (threshold_.defined()) p.push_back(threshold_);
   return p;
+}
+
+void SAE::set_loss_coefficients(double l1_coefficient, int64_t aux_k, double aux_coefficient, double bandwidth) {
+  SAEConfig c = cfg_;
+  c.l1_coefficient = l1_coefficient;
+  c.aux_k = aux_k;
+  c.aux_coefficient = aux_coefficient;
+  c.bandwidth = bandwidth;
+  c.validate();
+  cfg_ = c;
 }
 
 void SAE::normalize_decoder() {
