@@ -8,7 +8,11 @@
 
 #include "common.h"
 #include "interp/error.h"
+#include "interp/data.h"
 #include "interp/sae.h"
+#include "interp/sae_eval.h"
+#include "interp/tokenizer.h"
+#include "io/atomic_file.h"
 #include "interp/sae_train.h"
 #include "interp/store.h"
 
@@ -108,6 +112,57 @@ void register_sae(CLI::App& app) {
                  rec.n_features);
     }
     fmt::print("wrote {}/cfg.json and {}/sae_weights.safetensors\n", a->out, a->out);
+  });
+}
+
+void register_eval_sae(CLI::App& app) {
+  auto* cmd = app.add_subcommand("eval-sae", "Evaluate an SAE: reconstruction, latents, and CE loss recovered");
+  struct Args {
+    std::string sae, model, name_map, device = "cpu", data, format = "auto", tokenizer, hook, out;
+    int64_t tokens = 65536, ctx = 128, batch = 16;
+    uint64_t seed = 1;
+  };
+  auto a = std::make_shared<Args>();
+  cmd->add_option("--sae", a->sae, "SAE folder (SAELens layout)")->required();
+  cmd->add_option("--model", a->model, "TorchScript model the SAE was trained on")->required();
+  cmd->add_option("--data", a->data, "corpus: Brown folder, text file(s), or a token file")->required();
+  cmd->add_option("--format", a->format, "auto, brown, text-files, text-lines, tokens")->capture_default_str();
+  cmd->add_option("--tokenizer", a->tokenizer, "sentencepiece .model (for text corpora)");
+  cmd->add_option("--hook", a->hook, "hook point (default: the SAE's hook_name)");
+  cmd->add_option("--tokens", a->tokens, "tokens to evaluate on")->capture_default_str();
+  cmd->add_option("--ctx", a->ctx, "tokens per context")->capture_default_str();
+  cmd->add_option("--batch", a->batch, "contexts per forward")->capture_default_str();
+  cmd->add_option("--seed", a->seed, "seed of the context order (use another than for training)")->capture_default_str();
+  cmd->add_option("--out", a->out, "write the results as JSON to this file");
+  cmd->add_option("--device", a->device, "cpu, cuda or cuda:N")->capture_default_str();
+  cmd->add_option("--name-map", a->name_map, "JSON name map for models with other module names");
+  cmd->callback([a] {
+    LoadOptions lo;
+    lo.device = a->device;
+    lo.name_map = a->name_map;
+    HookedModel model = HookedModel::load(a->model, lo);
+    SAE sae = SAE::load(a->sae);
+    sae.to(model.device());
+    std::optional<Tokenizer> tok;
+    if (!a->tokenizer.empty()) tok = Tokenizer::load(a->tokenizer);
+    TokenizedCorpus tc = load_tokens(a->data, a->format, tok ? &*tok : nullptr);
+    PackOptions po;
+    po.ctx = a->ctx;
+    po.seed = a->seed;
+    PackedContexts contexts(tc, po);
+    SAEEvalOptions o;
+    o.hook = a->hook;
+    o.tokens = a->tokens;
+    o.batch = a->batch;
+    SAEEval e = evaluate_sae(sae, model, contexts, o);
+    fmt::print("{}", e.summary());
+    if (!a->out.empty()) {
+      std::string text = e.to_json();
+      AtomicFile f(a->out);
+      f.write(text.data(), text.size());
+      f.commit();
+      fmt::print("wrote {}\n", a->out);
+    }
   });
 }
 

@@ -37,5 +37,6 @@ void register_tokenize(CLI::App& app);
 void register_capture(CLI::App& app);
 void register_store(CLI::App& app);
 void register_sae(CLI::App& app);
+void register_eval_sae(CLI::App& app);
 
 }  // namespace interp::app

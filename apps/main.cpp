@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
   interp::app::register_capture(app);
   interp::app::register_store(app);
   interp::app::register_sae(app);
+  interp::app::register_eval_sae(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -6,11 +6,16 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "interp/error.h"
 #include "interp/sae.h"
 #include "interp/sae_train.h"
 #include "interp/safetensors.h"
+#include "interp/sae_eval.h"
+#include "interp/data.h"
+#include "interp/hooks.h"
+#include "interp/tokenizer.h"
 #include "test_util.h"
 
 namespace {
@@ -172,6 +177,66 @@ TEST(SAE, ArchitectureInvariants) {
   auto so = st.forward(x);
   at::Tensor expected = (so.h * st.W_dec().norm(2, {1})).sum(-1).mean();
   EXPECT_TRUE(interp::test::close(so.sparsity, expected, 1e-6, "standard sparsity"));
+}
+
+// evaluate_sae against exact invariants: a perfect reconstruction and an all-zero one.
+TEST(Eval, PerfectAndZeroReconstructionBracketTheMetrics) {
+  auto model = interp::HookedModel::load(interp::test::fixture("tiny_lm_trace.pt"));
+  auto tok = interp::Tokenizer::load(interp::test::fixture("brown-1k.model"));
+  auto tc = interp::tokenize(interp::corpus_load(interp::test::fixture("brown")), tok);
+  interp::PackOptions po;
+  po.ctx = 32;
+  interp::PackedContexts contexts(tc, po);
+  interp::SAEConfig c;
+  c.architecture = "standard";
+  c.d_in = 32;
+  c.d_sae = 64;
+  c.hook_name = "blocks.0.hook_resid_post";
+  interp::SAE perfect(c);
+  {  // h = [relu(x), relu(-x)], x_hat = relu(x) - relu(-x) = x exactly
+    at::NoGradGuard g;
+    at::Tensor eye = at::eye(32);
+    perfect.W_enc().detach().copy_(at::cat({eye, -eye}, 1));
+    perfect.W_dec().detach().copy_(at::cat({eye, -eye}, 0));
+    perfect.b_enc().detach().zero_();
+    perfect.b_dec().detach().zero_();
+  }
+  interp::SAEEvalOptions o;
+  o.tokens = 32 * 24;
+  o.batch = 8;
+  auto e = interp::evaluate_sae(perfect, model, contexts, o);
+  std::printf("%s", e.summary().c_str());
+  EXPECT_EQ(e.tokens, 32 * 24);
+  EXPECT_NEAR(e.fvu, 0, 1e-9);
+  EXPECT_NEAR(e.kl_sae, 0, 1e-6);
+  EXPECT_NEAR(e.ce_sae, e.ce_clean, 1e-6);
+  EXPECT_NEAR(e.ce_loss_recovered, 1, 1e-4);
+  EXPECT_NEAR(e.l0, 32, 1e-9);  // one of each pair fires for every nonzero coordinate
+  EXPECT_GT(e.kl_zero, 0.01) << "zero-ablating the residual stream must change the output";
+  EXPECT_NEAR(e.dead_fraction, 0, 1e-9);
+  // the clean CE, recomputed here from the model's logits over the same three batches
+  double ce = 0;
+  for (int b = 0; b < 3; ++b) {
+    at::Tensor tokens = contexts.batch(8 * b, 8);
+    at::Tensor lp = model.forward(tokens).narrow(1, 0, 31).log_softmax(-1);
+    ce += -lp.gather(-1, tokens.narrow(1, 1, 31).unsqueeze(-1)).mean().item<double>() / 3;
+  }
+  EXPECT_NEAR(e.ce_clean, ce, 1e-5);
+  interp::SAE zero(c);
+  {
+    at::NoGradGuard g;
+    zero.W_dec().detach().zero_();
+  }
+  auto z = interp::evaluate_sae(zero, model, contexts, o);
+  EXPECT_NEAR(z.ce_sae, z.ce_zero, 1e-6);
+  EXPECT_NEAR(z.ce_loss_recovered, 0, 1e-4);
+  EXPECT_GT(z.fvu, 0.99);  // x_hat = b_dec = 0: FVU = sum |x|^2 / sum |x - mean|^2 >= 1
+  auto json = nlohmann::json::parse(e.to_json());
+  EXPECT_EQ(json["hook"], "blocks.0.hook_resid_post");
+  EXPECT_EQ(json["density_histogram"]["counts"].size(), 16u);
+  // a hook whose width differs from d_in is refused
+  o.hook = "blocks.0.mlp.hook_post";
+  EXPECT_THROW(interp::evaluate_sae(perfect, model, contexts, o), interp::Error);
 }
 
 // Forward, losses and gradients of every architecture against plain-PyTorch goldens
