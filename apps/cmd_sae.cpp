@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <filesystem>
 #include <cstdio>
 
 #include "common.h"
@@ -23,7 +24,9 @@ void register_sae(CLI::App& app) {
   struct Args {
     bool synthetic = false;
     std::string activations, hook, out, arch = "topk", frequencies = "uniform";
-    int64_t features = 512, d = 256, d_sae = 2048, k = 32, steps = 5000, batch = 4096, warmup = 0, l1_warmup = 0;
+    int64_t features = 512, d = 256, d_sae = 2048, k = 32, steps = 5000, batch = 4096, warmup = 0, l1_warmup = 0,
+            checkpoint_every = 1000;
+    bool resume = false;
     double lr = 4e-4, l1 = 1.0, mean_active = 5;
     uint64_t seed = 0;
   };
@@ -46,6 +49,9 @@ void register_sae(CLI::App& app) {
   cmd->add_option("--lr-warmup", a->warmup, "learning-rate warm-up steps")->capture_default_str();
   cmd->add_option("--l1-warmup", a->l1_warmup, "sparsity-coefficient warm-up steps")->capture_default_str();
   cmd->add_option("--seed", a->seed, "seed (init and synthetic data)")->capture_default_str();
+  cmd->add_option("--checkpoint-every", a->checkpoint_every, "steps between checkpoints (OUT/checkpoint.safetensors; 0: none)")
+      ->capture_default_str();
+  cmd->add_flag("--resume", a->resume, "continue from OUT/checkpoint.safetensors, bit-for-bit");
   cmd->add_option("--out", a->out, "output folder (SAELens layout: cfg.json, sae_weights.safetensors)")->required();
   cmd->callback([a] {
     if (!a->synthetic && a->activations.empty())
@@ -87,6 +93,14 @@ void register_sae(CLI::App& app) {
     o.lr_warmup_steps = a->warmup;
     o.l1_warmup_steps = a->l1_warmup;
     o.log_every = std::max<int64_t>(1, a->steps / 50);
+    std::filesystem::create_directories(a->out);
+    o.checkpoint_path = (std::filesystem::path(a->out) / "checkpoint.safetensors").string();
+    o.checkpoint_every = a->checkpoint_every;
+    o.resume = a->resume;
+    if (!a->resume && std::filesystem::exists(o.checkpoint_path))
+      throw Error(fmt::format("{} holds a checkpoint of an earlier run; pass --resume to continue it, or choose another "
+                              "--out",
+                              a->out));
     const bool tty = isatty(2);
     o.progress = [tty](const TrainProgress& p) {
       std::string line = fmt::format("step {}/{}  mse {:.4f}  sparsity {:.4f}  aux {:.4f}  L0 {:.1f}  dead {:.1f}%  "
@@ -103,6 +117,7 @@ void register_sae(CLI::App& app) {
                o.steps, o.batch, o.lr, a->out);
     std::fflush(stdout);
     TrainResult r = train_sae(sae, *source, o);
+    if (r.resumed_from > 0) fmt::print("resumed from the checkpoint of step {}\n", r.resumed_from);
     sae.save(a->out);
     fmt::print("trained in {:.1f} s ({:.0f} tokens/s): mse {:.4f}, L0 {:.2f}, dead {:.1f}%\n", r.seconds, r.tokens_per_s,
                r.mse, r.l0, 100 * r.dead_fraction);

@@ -137,6 +137,34 @@ TEST(Cli, CaptureStoreInfoVerify) {
   EXPECT_TRUE(has(v, "shard shard-000001.safetensors is corrupt")) << v.out;
 }
 
+TEST(Cli, CaptureTrainEvaluateAnSAE) {
+  std::string dir = ::testing::TempDir() + "/cli-sae";
+  std::system(("rm -rf " + dir + " && mkdir -p " + dir).c_str());
+  std::string data = " --data " + fixture("brown") + " --tokenizer " + fixture("brown-1k.model") + " --ctx 32 ";
+  auto c = run("capture --model " + fixture("tiny_lm_trace.pt") + data +
+               "--hooks blocks.0.hook_resid_post --tokens 8192 --batch 16 --out " + dir + "/store");
+  ASSERT_EQ(c.code, 0) << c.out;
+  auto t = run("train-sae --activations " + dir + "/store --arch topk --d-sae 128 --k 8 --steps 200 --batch 512 --lr 1e-3 "
+               "--out " + dir + "/sae");
+  ASSERT_EQ(t.code, 0) << t.out;
+  EXPECT_TRUE(has(t, "wrote " + dir + "/sae/cfg.json")) << t.out;
+  auto cfg = nlohmann::json::parse(std::ifstream(dir + "/sae/cfg.json"));
+  EXPECT_EQ(cfg["hook_name"], "blocks.0.hook_resid_post");
+  EXPECT_EQ(cfg["d_in"], 32);
+  auto e = run("eval-sae --sae " + dir + "/sae --model " + fixture("tiny_lm_trace.pt") + data +
+               "--tokens 2048 --seed 7 --out " + dir + "/eval.json");
+  ASSERT_EQ(e.code, 0) << e.out;
+  auto res = nlohmann::json::parse(std::ifstream(dir + "/eval.json"));
+  EXPECT_EQ(res["tokens"], 2048);
+  EXPECT_LT(res["fvu"].get<double>(), 0.5) << "a trained SAE explains most of the variance";
+  EXPECT_NEAR(res["l0"].get<double>(), 8, 1e-9) << "TopK: exactly k active per token";
+  auto bad = run("train-sae --activations " + dir + "/store --arch gated --out " + dir + "/x");
+  EXPECT_NE(bad.code, 0);
+  EXPECT_TRUE(has(bad, "architecture 'gated' is not one of standard, topk, batchtopk, jumprelu")) << bad.out;
+  auto none = run("train-sae --out " + dir + "/x");
+  EXPECT_TRUE(has(none, "needs a source: --synthetic or --activations STORE")) << none.out;
+}
+
 TEST(Cli, HelpShowsDefaults) {
   auto r = run("cache --help");
   EXPECT_EQ(r.code, 0);

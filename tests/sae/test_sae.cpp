@@ -179,6 +179,115 @@ TEST(SAE, ArchitectureInvariants) {
   EXPECT_TRUE(interp::test::close(so.sparsity, expected, 1e-6, "standard sparsity"));
 }
 
+// Checkpoints: an interrupted run resumed from its last checkpoint ends bit-identical to an
+// uninterrupted one, for architectures with and without extra state (thresholds, AuxK counters).
+class Resume : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(Resume, IsBitForBit) {
+  interp::SyntheticConfig sc;
+  sc.n_features = 64;
+  sc.d = 32;
+  sc.seed = 3;
+  interp::SAEConfig c;
+  c.architecture = GetParam();
+  c.d_in = 32;
+  c.d_sae = 96;
+  c.k = 4;
+  c.l1_coefficient = 0.01;
+  c.seed = 4;
+  auto options = [&](const std::string& ckpt) {
+    interp::TrainOptions o;
+    o.steps = 120;
+    o.batch = 256;
+    o.lr = 1e-3;
+    o.dead_window = 2000;  // small: AuxK kicks in
+    o.checkpoint_every = 40;
+    o.checkpoint_path = ckpt;
+    o.log_every = 20;
+    return o;
+  };
+  const std::string dir = ::testing::TempDir() + "/resume-" + GetParam();
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+
+  interp::SyntheticData d1(sc);
+  interp::SAE whole(c);
+  auto s1 = interp::synthetic_source(d1);
+  interp::train_sae(whole, *s1, options(dir + "/a.ckpt"));
+
+  interp::SyntheticData d2(sc);
+  interp::SAE first(c);
+  auto s2 = interp::synthetic_source(d2);
+  auto o = options(dir + "/b.ckpt");
+  o.progress = [](const interp::TrainProgress& p) {
+    if (p.step == 100) throw std::runtime_error("interrupted");  // after the checkpoint of step 80
+  };
+  EXPECT_THROW(interp::train_sae(first, *s2, o), std::runtime_error);
+
+  interp::SyntheticData d3(sc);
+  interp::SAE resumed(c);
+  auto s3 = interp::synthetic_source(d3);
+  o = options(dir + "/b.ckpt");
+  o.resume = true;
+  auto r = interp::train_sae(resumed, *s3, o);
+  EXPECT_EQ(r.resumed_from, 80);
+  auto a = whole.parameters(), b = resumed.parameters();
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i)
+    EXPECT_TRUE(at::equal(a[i], b[i])) << "parameter " << i << " max diff " << interp::test::max_abs_diff(a[i], b[i]);
+  EXPECT_EQ(whole.inference_threshold(), resumed.inference_threshold());
+}
+
+INSTANTIATE_TEST_SUITE_P(Architectures, Resume, ::testing::Values("topk", "batchtopk", "jumprelu", "standard"));
+
+// A source that turns bad after a number of batches.
+class PoisonedSource : public interp::ActivationSource {
+ public:
+  PoisonedSource(interp::SyntheticData& d, int good) : d_(d), good_(good) {}
+  at::Tensor next(int64_t n) override {
+    at::Tensor x = d_.sample(n);
+    if (calls_++ > good_) x[0][0] = std::numeric_limits<float>::quiet_NaN();
+    return x;
+  }
+  int64_t d_in() const override { return d_.features().size(1); }
+  std::string describe() const override { return "poisoned"; }
+
+ private:
+  interp::SyntheticData& d_;
+  int good_, calls_ = 0;
+};
+
+TEST(Train, NaNStopsWithAClearErrorAndKeepsTheCheckpoint) {
+  interp::SyntheticConfig sc;
+  sc.n_features = 64;
+  sc.d = 32;
+  interp::SyntheticData data(sc);
+  PoisonedSource source(data, 30);  // call 0 initialises; steps 0..29 are good
+  interp::SAEConfig c;
+  c.d_in = 32;
+  c.d_sae = 64;
+  c.k = 4;
+  interp::SAE sae(c);
+  interp::TrainOptions o;
+  o.steps = 100;
+  o.batch = 128;
+  o.checkpoint_every = 10;
+  o.checkpoint_path = ::testing::TempDir() + "/nan.ckpt";
+  std::filesystem::remove(o.checkpoint_path);
+  try {
+    interp::train_sae(sae, source, o);
+    FAIL() << "no error";
+  } catch (const interp::Error& e) {
+    std::string m = e.what();
+    EXPECT_NE(m.find("the loss is nan at step 30"), std::string::npos) << m;
+    EXPECT_NE(m.find("keeps the weights of step 29"), std::string::npos) << m;
+    EXPECT_NE(m.find("nan.ckpt its last checkpoint"), std::string::npos) << m;
+  }
+  for (const auto& p : sae.parameters()) EXPECT_TRUE(p.isfinite().all().item<bool>());
+  auto ckpt = interp::safetensors_load(o.checkpoint_path);
+  EXPECT_EQ(ckpt.metadata.at("step"), "30");
+}
+
 // evaluate_sae against exact invariants: a perfect reconstruction and an all-zero one.
 TEST(Eval, PerfectAndZeroReconstructionBracketTheMetrics) {
   auto model = interp::HookedModel::load(interp::test::fixture("tiny_lm_trace.pt"));

@@ -51,6 +51,12 @@ struct TrainOptions {
   bool normalize_activations = true;    // scale inputs to E|x| = sqrt(d_in) (folded back on save)
   int64_t dead_window = 2'000'000;      // tokens without firing after which a latent is dead
   int64_t log_every = 100;
+  // Checkpoints: every `checkpoint_every` steps (0: never) the whole training state (weights, Adam
+  // moments, dead-latent counters, step) is written atomically to checkpoint_path. With resume,
+  // training continues from that file bit-for-bit: the source is replayed to the same position.
+  std::string checkpoint_path;
+  int64_t checkpoint_every = 0;
+  bool resume = false;
   std::function<void(const TrainProgress&)> progress;
 };
 
@@ -58,9 +64,11 @@ struct TrainResult {
   int64_t steps = 0;
   double seconds = 0, tokens_per_s = 0;
   double mse = 0, l0 = 0, dead_fraction = 0;  // at the end (last logged window)
+  int64_t resumed_from = 0;                   // step the run continued from (0: a fresh start)
 };
 
-// Throws interp::Error on a NaN/inf loss, naming the step (the SAE keeps its last good weights).
+// Throws interp::Error on a NaN/inf loss, naming the step; the SAE keeps the weights of the step
+// before, and the last checkpoint stays as it was.
 TrainResult train_sae(SAE& sae, ActivationSource& source, const TrainOptions& options);
 
 // The geometric median of the rows of x (Weiszfeld's algorithm).

@@ -4,8 +4,10 @@
 
 #include <chrono>
 #include <cmath>
+#include <filesystem>
 
 #include "interp/error.h"
+#include "interp/safetensors.h"
 #include "interp/sae_train.h"
 
 namespace interp {
@@ -79,6 +81,68 @@ struct Adam {
   }
 };
 
+void save_checkpoint(const std::string& path, const SAE& sae, const Adam& adam, const at::Tensor& since_fired,
+                     int64_t step) {
+  std::map<std::string, at::Tensor> t = {{"W_enc", sae.W_enc()}, {"W_dec", sae.W_dec()}, {"b_enc", sae.b_enc()},
+                                         {"b_dec", sae.b_dec()}, {"since_fired", since_fired}};
+  if (sae.threshold().defined()) t["threshold"] = sae.threshold();
+  for (size_t i = 0; i < adam.m.size(); ++i) {
+    t[fmt::format("adam.m.{}", i)] = adam.m[i];
+    t[fmt::format("adam.v.{}", i)] = adam.v[i];
+  }
+  safetensors_save(path, t,
+                   {{"format", "interp.sae.checkpoint.v1"},
+                    {"step", std::to_string(step)},
+                    {"adam_t", std::to_string(adam.t)},
+                    {"norm_scale", fmt::format("{:.17g}", sae.config().norm_scale)},
+                    {"batch_threshold", fmt::format("{:.17g}", sae.inference_threshold())},
+                    {"config", sae.config().to_json()}});
+}
+
+// Restores the state saved at `step`; returns that step.
+int64_t load_checkpoint(const std::string& path, SAE& sae, Adam& adam, at::Tensor& since_fired) {
+  SafetensorsFile f = safetensors_load(path);
+  auto meta = [&](const char* k) {
+    auto it = f.metadata.find(k);
+    if (it == f.metadata.end()) throw Error(fmt::format("{}: not an SAE checkpoint (no '{}')", path, k));
+    return it->second;
+  };
+  if (meta("format") != "interp.sae.checkpoint.v1") throw Error(fmt::format("{}: not an SAE checkpoint", path));
+  SAEConfig saved = SAEConfig::from_json(meta("config"), path);
+  const SAEConfig& now = sae.config();
+  if (saved.architecture != now.architecture || saved.d_in != now.d_in || saved.d_sae != now.d_sae || saved.k != now.k)
+    throw Error(fmt::format("{}: the checkpoint is of a {} SAE {}x{} (k {}), not this {} {}x{} (k {}); use another output "
+                            "folder or drop --resume",
+                            path, saved.architecture, saved.d_in, saved.d_sae, saved.k, now.architecture, now.d_in,
+                            now.d_sae, now.k));
+  at::NoGradGuard g;
+  auto take = [&](const std::string& name, const at::Tensor& into) {
+    auto it = f.tensors.find(name);
+    if (it == f.tensors.end() || it->second.sizes() != into.sizes())
+      throw Error(fmt::format("{}: '{}' missing or of another shape", path, name));
+    into.detach().copy_(it->second);
+  };
+  take("W_enc", sae.W_enc());
+  take("W_dec", sae.W_dec());
+  take("b_enc", sae.b_enc());
+  take("b_dec", sae.b_dec());
+  if (sae.threshold().defined()) take("threshold", sae.threshold());
+  take("since_fired", since_fired);
+  std::vector<at::Tensor> params = sae.parameters();
+  adam.m.clear();
+  adam.v.clear();
+  for (size_t i = 0; i < params.size(); ++i) {
+    adam.m.push_back(at::zeros_like(params[i]));
+    adam.v.push_back(at::zeros_like(params[i]));
+    take(fmt::format("adam.m.{}", i), adam.m.back());
+    take(fmt::format("adam.v.{}", i), adam.v.back());
+  }
+  adam.t = std::stoll(meta("adam_t"));
+  sae.set_norm_scale(std::stod(meta("norm_scale")));
+  sae.set_inference_threshold(std::stod(meta("batch_threshold")));
+  return std::stoll(meta("step"));
+}
+
 }  // namespace
 
 std::unique_ptr<ActivationSource> synthetic_source(SyntheticData& data) {
@@ -111,10 +175,26 @@ TrainResult train_sae(SAE& sae, ActivationSource& source, const TrainOptions& o)
   const auto start = std::chrono::steady_clock::now();
   const bool unit_decoder = cfg.architecture != "standard";  // standard's L1 is weighted by the norms instead
 
-  // Initialisation from a sample: normalisation scale and b_dec.
-  {
+  std::vector<at::Tensor> params = sae.parameters();
+  Adam adam;
+  at::Tensor since_fired = at::zeros({cfg.d_sae}, at::kLong);  // tokens since each latent last fired
+  TrainResult result;
+  const int64_t init_rows = std::max<int64_t>(o.batch, o.init_samples);
+  int64_t first_step = 0;
+  std::error_code ec;
+  if (o.resume && !o.checkpoint_path.empty() && std::filesystem::exists(o.checkpoint_path, ec)) {
+    first_step = load_checkpoint(o.checkpoint_path, sae, adam, since_fired);
+    if (first_step > o.steps)
+      throw Error(fmt::format("{}: the checkpoint is at step {}, past the {} steps asked for", o.checkpoint_path,
+                              first_step, o.steps));
+    // Replay the source to where the checkpoint left it: the same draws, in the same sizes.
+    (void)source.next(init_rows);
+    for (int64_t i = 0; i < first_step; ++i) (void)source.next(o.batch);
+    result.resumed_from = first_step;
+  } else {
+    // Initialisation from a sample: normalisation scale and b_dec.
     at::NoGradGuard g;
-    at::Tensor x0 = source.next(std::max<int64_t>(o.batch, o.init_samples));
+    at::Tensor x0 = source.next(init_rows);
     double scale = 1.0;
     if (o.normalize_activations) {
       double mean_norm = x0.norm(2, {1}).mean().item<double>();
@@ -127,14 +207,10 @@ TrainResult train_sae(SAE& sae, ActivationSource& source, const TrainOptions& o)
     else if (o.b_dec_init != "zeros") throw Error(fmt::format("train: b_dec_init '{}' is not geometric_median, mean or zeros", o.b_dec_init));
   }
 
-  std::vector<at::Tensor> params = sae.parameters();
-  Adam adam;
-  at::Tensor since_fired = at::zeros({cfg.d_sae}, at::kLong);  // tokens since each latent last fired
-  TrainResult result;
   double acc_mse = 0, acc_sp = 0, acc_aux = 0, acc_l0 = 0;
   int64_t acc_n = 0;
   const int64_t decay_start = static_cast<int64_t>(static_cast<double>(o.steps) * (1.0 - o.lr_decay_fraction));
-  for (int64_t step = 0; step < o.steps; ++step) {
+  for (int64_t step = first_step; step < o.steps; ++step) {
     double lr = o.lr;
     if (o.lr_warmup_steps > 0 && step < o.lr_warmup_steps)
       lr *= static_cast<double>(step + 1) / static_cast<double>(o.lr_warmup_steps);
@@ -149,8 +225,9 @@ TrainResult train_sae(SAE& sae, ActivationSource& source, const TrainOptions& o)
     double loss = out.loss.item<double>();
     if (!std::isfinite(loss))
       throw Error(fmt::format("SAE training: the loss is {} at step {} (mse {}, sparsity {}); lower the learning rate "
-                              "({}) or check the activations; the SAE keeps the weights of step {}",
-                              loss, step, out.mse.item<double>(), out.sparsity.item<double>(), o.lr, step - 1));
+                              "({}) or check the activations; the SAE keeps the weights of step {}{}",
+                              loss, step, out.mse.item<double>(), out.sparsity.item<double>(), o.lr, step - 1,
+                              o.checkpoint_path.empty() ? "" : fmt::format(", and {} its last checkpoint", o.checkpoint_path)));
     auto grads = torch::autograd::grad({out.loss}, params);
     adam.step(params, grads, lr);
     {
@@ -169,6 +246,8 @@ TrainResult train_sae(SAE& sae, ActivationSource& source, const TrainOptions& o)
         }
       }
     }
+    if (o.checkpoint_every > 0 && !o.checkpoint_path.empty() && (step + 1) % o.checkpoint_every == 0)
+      save_checkpoint(o.checkpoint_path, sae, adam, since_fired, step + 1);
     acc_mse += out.mse.item<double>();
     acc_sp += out.sparsity.item<double>();
     acc_aux += out.aux.item<double>();
@@ -186,8 +265,8 @@ TrainResult train_sae(SAE& sae, ActivationSource& source, const TrainOptions& o)
       p.l0 = acc_l0 / static_cast<double>(acc_n);
       p.dead_fraction = dead.to(at::kFloat).mean().item<double>();
       p.lr = lr;
-      p.tokens_per_s = static_cast<double>((step + 1) * o.batch) / s;
-      p.eta_s = static_cast<double>(o.steps - step - 1) * s / static_cast<double>(step + 1);
+      p.tokens_per_s = static_cast<double>((step + 1 - first_step) * o.batch) / s;
+      p.eta_s = static_cast<double>(o.steps - step - 1) * s / static_cast<double>(step + 1 - first_step);
       result.mse = p.mse;
       result.l0 = p.l0;
       result.dead_fraction = p.dead_fraction;
@@ -198,7 +277,7 @@ TrainResult train_sae(SAE& sae, ActivationSource& source, const TrainOptions& o)
   }
   result.steps = o.steps;
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  result.tokens_per_s = static_cast<double>(o.steps * o.batch) / result.seconds;
+  result.tokens_per_s = static_cast<double>((o.steps - first_step) * o.batch) / result.seconds;
   return result;
 }
 
