@@ -99,6 +99,10 @@ struct SAEArchitecture {
   // sparsity term (before its weight): L1 of norm-weighted h, L0, or none.
   std::function<at::Tensor(const SAE&, const at::Tensor& pre, const at::Tensor& h)> sparsity;
   bool uses_aux_k = false;
+  // Optional: the active latents as (indices [B, k], values [B, k]) when every row has a fixed
+  // number; the training forward then decodes only those rows of W_dec (embedding_bag), which is
+  // where TopK's speed comes from.
+  std::function<std::pair<at::Tensor, at::Tensor>(const SAE&, const at::Tensor& pre)> active;
 };
 const SAEArchitecture& sae_architecture(const std::string& name);  // throws with the known names
 std::vector<std::string> sae_architectures();

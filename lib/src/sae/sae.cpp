@@ -141,13 +141,31 @@ at::Tensor SAE::decode(const at::Tensor& h) const {
   return cfg_.norm_scale == 1.0 ? y : y / cfg_.norm_scale;
 }
 
+namespace {
+
+// sum_j vals[b, j] * W[idx[b, j]] for every row b: rows [B, k] of W gathered and weighted.
+at::Tensor decode_rows(const at::Tensor& W, const at::Tensor& idx, const at::Tensor& vals) {
+  const int64_t B = idx.size(0), k = idx.size(1);
+  at::Tensor offsets = at::arange(0, B * k, k, idx.options());
+  return std::get<0>(at::embedding_bag(W, idx.reshape(-1), offsets, false, /*mode=sum*/ 0, false, vals.reshape(-1)));
+}
+
+}  // namespace
+
 SAEOutput SAE::forward(const at::Tensor& x_raw, double sparsity_weight, const at::Tensor& dead_mask) const {
   const SAEArchitecture& arch = sae_architecture(cfg_.architecture);
   at::Tensor x = cfg_.norm_scale == 1.0 ? x_raw : x_raw * cfg_.norm_scale;  // normalised units
   at::Tensor pre = at::addmm(b_enc_, x - b_dec_, W_enc_);
   SAEOutput out;
-  out.h = arch.activate(*this, pre, true);
-  at::Tensor y = at::addmm(b_dec_, out.h, W_dec_);
+  at::Tensor y;
+  if (arch.active) {  // fixed number of active latents per row: decode only those rows
+    auto [idx, vals] = arch.active(*this, pre);
+    y = decode_rows(W_dec_, idx, vals) + b_dec_;
+    out.h = at::zeros_like(pre).scatter(-1, idx, vals.detach());  // for statistics
+  } else {
+    out.h = arch.activate(*this, pre, true);
+    y = at::addmm(b_dec_, out.h, W_dec_);
+  }
   out.mse = (y - x).pow(2).sum(-1).mean();
   out.sparsity = arch.sparsity(*this, pre, out.h);
   out.aux = at::zeros({}, x.options());
@@ -157,9 +175,8 @@ SAEOutput SAE::forward(const at::Tensor& x_raw, double sparsity_weight, const at
     int64_t kk = std::min(cfg_.aux_k, n_dead);
     at::Tensor masked = pre.masked_fill(dead_mask.logical_not().unsqueeze(0), -std::numeric_limits<float>::infinity());
     auto [vals, idx] = masked.topk(kk, -1);
-    at::Tensor h_aux = at::zeros_like(pre).scatter(-1, idx, at::relu(vals));
     at::Tensor residual = (x - y).detach();
-    at::Tensor e_hat = at::mm(h_aux, W_dec_);
+    at::Tensor e_hat = decode_rows(W_dec_, idx, at::relu(vals));
     at::Tensor denom = (residual - residual.mean(0, true)).pow(2).sum(-1).mean().clamp_min(1e-12);
     out.aux = (e_hat - residual).pow(2).sum(-1).mean() / denom;
   }

@@ -15,6 +15,10 @@ SAEArchitecture topk() {
     return at::zeros_like(pre).scatter(-1, idx, at::relu(vals));
   };
   a.sparsity = [](const SAE&, const at::Tensor& pre, const at::Tensor&) { return at::zeros({}, pre.options()); };
+  a.active = [](const SAE& sae, const at::Tensor& pre) {
+    auto [vals, idx] = pre.topk(sae.config().k, -1);
+    return std::make_pair(idx, at::relu(vals));
+  };
   return a;
 }
 
