@@ -23,7 +23,8 @@ void register_sae(CLI::App& app) {
   auto* cmd = app.add_subcommand("train-sae", "Train a sparse autoencoder (synthetic ground truth or a store)");
   struct Args {
     bool synthetic = false;
-    std::string activations, hook, out, arch = "topk", frequencies = "uniform";
+    std::string activations, hook, out, arch = "topk", frequencies = "uniform", model, data, tokenizer;
+    int64_t ctx = 128;
     int64_t features = 512, d = 256, d_sae = 2048, k = 32, steps = 5000, batch = 4096, warmup = 0, l1_warmup = 0,
             checkpoint_every = 1000;
     bool resume = false;
@@ -33,7 +34,13 @@ void register_sae(CLI::App& app) {
   auto a = std::make_shared<Args>();
   auto* syn = cmd->add_flag("--synthetic", a->synthetic, "train on synthetic superposition with known features");
   auto* act = cmd->add_option("--activations", a->activations, "activation store folder (interp capture)");
+  auto* live = cmd->add_option("--model", a->model, "train on a live model's activations at --hook (no disk)");
   syn->excludes(act);
+  syn->excludes(live);
+  act->excludes(live);
+  cmd->add_option("--data", a->data, "with --model: corpus (Brown folder, text, or token file)");
+  cmd->add_option("--tokenizer", a->tokenizer, "with --model: sentencepiece .model for text corpora");
+  cmd->add_option("--ctx", a->ctx, "with --model: tokens per context")->capture_default_str();
   cmd->add_option("--hook", a->hook, "hook point in the store (default: its only one)");
   cmd->add_option("--features", a->features, "synthetic: number of true features")->capture_default_str();
   cmd->add_option("--d", a->d, "synthetic: dimension")->capture_default_str();
@@ -54,10 +61,12 @@ void register_sae(CLI::App& app) {
   cmd->add_flag("--resume", a->resume, "continue from OUT/checkpoint.safetensors, bit-for-bit");
   cmd->add_option("--out", a->out, "output folder (SAELens layout: cfg.json, sae_weights.safetensors)")->required();
   cmd->callback([a] {
-    if (!a->synthetic && a->activations.empty())
-      throw Error("train-sae needs a source: --synthetic or --activations STORE");
+    if (!a->synthetic && a->activations.empty() && a->model.empty())
+      throw Error("train-sae needs a source: --synthetic, --activations STORE, or --model M --hook H --data D");
     std::optional<SyntheticData> data;
     std::optional<ActivationStore> store;
+    std::optional<HookedModel> model;
+    std::optional<PackedContexts> contexts;
     std::unique_ptr<ActivationSource> source;
     SAEConfig cfg;
     cfg.architecture = a->arch;
@@ -74,6 +83,18 @@ void register_sae(CLI::App& app) {
       sc.seed = a->seed + 1;
       data.emplace(sc);
       source = synthetic_source(*data);
+    } else if (!a->model.empty()) {
+      if (a->hook.empty() || a->data.empty()) throw Error("--model needs --hook and --data");
+      model.emplace(HookedModel::load(a->model));
+      std::optional<Tokenizer> tok;
+      if (!a->tokenizer.empty()) tok = Tokenizer::load(a->tokenizer);
+      PackOptions po;
+      po.ctx = a->ctx;
+      po.seed = a->seed;
+      contexts.emplace(load_tokens(a->data, "auto", tok ? &*tok : nullptr), po);
+      a->hook = model->hook_point(a->hook).name;
+      source = live_source(*model, *contexts, a->hook);
+      cfg.hook_name = a->hook;
     } else {
       store.emplace(ActivationStore::open(a->activations));
       if (a->hook.empty()) {

@@ -348,6 +348,22 @@ TEST(Eval, PerfectAndZeroReconstructionBracketTheMetrics) {
   EXPECT_THROW(interp::evaluate_sae(perfect, model, contexts, o), interp::Error);
 }
 
+TEST(Train, LiveSourceGivesTheModelsActivations) {
+  auto model = interp::HookedModel::load(interp::test::fixture("tiny_lm_trace.pt"));
+  auto tok = interp::Tokenizer::load(interp::test::fixture("brown-1k.model"));
+  auto tc = interp::tokenize(interp::corpus_load(interp::test::fixture("brown")), tok);
+  interp::PackOptions po;
+  po.ctx = 32;
+  interp::PackedContexts contexts(tc, po);
+  auto src = interp::live_source(model, contexts, "blocks.1.hook_resid_pre", 4);
+  EXPECT_EQ(src->d_in(), 32);
+  at::Tensor rows = src->next(200);  // 6.25 contexts: crosses forward boundaries
+  auto [l, cache] = model.run_with_cache(contexts.batch(0, 8), interp::names_filter("blocks.1.hook_resid_pre"));
+  at::Tensor want = cache["blocks.1.hook_resid_pre"].reshape({-1, 32}).narrow(0, 0, 200);
+  EXPECT_TRUE(interp::test::close(rows, want, 1e-5, "live rows"));
+  EXPECT_THROW(interp::live_source(model, contexts, "blocks.1.attn.hook_pattern"), interp::Error);
+}
+
 // Forward, losses and gradients of every architecture against plain-PyTorch goldens
 // (models/make_sae_goldens.py), loaded from SAELens-layout folders that Python wrote.
 class Golden : public ::testing::TestWithParam<std::string> {};

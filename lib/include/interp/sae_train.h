@@ -17,6 +17,8 @@
 #include <string>
 
 #include "interp/sae.h"
+#include "interp/data.h"
+#include "interp/hooks.h"
 #include "interp/store.h"
 
 namespace interp {
@@ -33,6 +35,11 @@ std::unique_ptr<ActivationSource> synthetic_source(SyntheticData& data);
 // Rows of one hook point of a store, shuffled (seeded), repeating epochs as needed.
 std::unique_ptr<ActivationSource> store_source(const ActivationStore& store, const std::string& hook,
                                                uint64_t seed = 0, int64_t shuffle_buffer = 262144);
+
+// Activations captured on the fly from a live model (no disk): runs `contexts_per_forward` contexts
+// at a time through the model, keeps the hook's per-token rows, cycles the contexts as needed.
+std::unique_ptr<ActivationSource> live_source(const HookedModel& model, const PackedContexts& contexts,
+                                              const std::string& hook, int64_t contexts_per_forward = 16);
 
 struct TrainProgress {
   int64_t step = 0, steps = 0;

@@ -52,7 +52,21 @@ std::string SAEConfig::to_json() const {
             {"aux_k", aux_k},
             {"aux_coefficient", aux_coefficient},
             {"seed", seed},
-            {"interp_norm_scale", norm_scale}};
+            {"interp_norm_scale", norm_scale},
+            // further fields SAELens's SAEConfig.from_dict expects
+            {"activation_fn_str", architecture == "topk" ? "topk" : "relu"},
+            {"activation_fn_kwargs", architecture == "topk" || architecture == "batchtopk" ? json{{"k", k}} : json::object()},
+            {"finetuning_scaling_factor", false},
+            {"model_name", ""},
+            {"hook_head_index", nullptr},
+            {"context_size", 128},
+            {"prepend_bos", true},
+            {"dataset_path", ""},
+            {"dataset_trust_remote_code", false},
+            {"sae_lens_training_version", nullptr},
+            {"neuronpedia_id", nullptr},
+            {"model_from_pretrained_kwargs", json::object()},
+            {"seqpos_slice", json::array({nullptr})}};
   if (hook_name.rfind("blocks.", 0) == 0) j["hook_layer"] = std::stoi(hook_name.substr(7));
   return j.dump(2) + "\n";
 }

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 
 #include "interp/error.h"
@@ -57,6 +58,41 @@ class StoreSource final : public ActivationSource {
   std::unique_ptr<ActivationLoader> loader_;
   at::Tensor pending_ = at::empty({0});
   int64_t d_in_ = 0;
+};
+
+class LiveSource final : public ActivationSource {
+ public:
+  LiveSource(const HookedModel& model, const PackedContexts& contexts, const std::string& hook, int64_t per_forward)
+      : model_(model), contexts_(contexts), point_(model.hook_point(hook)), per_forward_(per_forward) {
+    if (point_.shape.size() != 3 || point_.shape[1] != HookPoint::kPos)
+      throw Error(fmt::format("hook '{}' has shape {}; a live source needs per-token rows [batch, pos, d]", point_.name,
+                              point_.shape_str()));
+    int layer = -1;
+    if (std::sscanf(point_.name.c_str(), "blocks.%d.", &layer) == 1) run_.stop_at_layer = layer + 1;  // skip the rest
+  }
+  at::Tensor next(int64_t batch) override {
+    while (pending_.size(0) < batch) {
+      int64_t n = std::min(per_forward_, contexts_.size() - next_context_);
+      auto [logits, cache] = model_.run_with_cache(contexts_.batch(next_context_, n),
+                                                   names_filter(std::vector<std::string>{point_.name}), run_);
+      at::Tensor rows = cache[point_.name].reshape({-1, point_.shape.back()}).to(at::kCPU, at::kFloat);
+      pending_ = pending_.size(0) ? at::cat({pending_, rows}) : rows;
+      next_context_ = (next_context_ + n) % contexts_.size();
+    }
+    at::Tensor out = pending_.narrow(0, 0, batch);
+    pending_ = pending_.narrow(0, batch, pending_.size(0) - batch);
+    return out;
+  }
+  int64_t d_in() const override { return point_.shape.back(); }
+  std::string describe() const override { return fmt::format("{} ({}, live)", model_.path(), point_.name); }
+
+ private:
+  const HookedModel& model_;
+  const PackedContexts& contexts_;
+  const HookPoint& point_;
+  int64_t per_forward_, next_context_ = 0;
+  RunOptions run_;
+  at::Tensor pending_ = at::empty({0});
 };
 
 struct Adam {
@@ -154,6 +190,11 @@ std::unique_ptr<ActivationSource> store_source(const ActivationStore& store, con
   return std::make_unique<StoreSource>(store, hook, seed, shuffle_buffer);
 }
 
+std::unique_ptr<ActivationSource> live_source(const HookedModel& model, const PackedContexts& contexts,
+                                              const std::string& hook, int64_t contexts_per_forward) {
+  return std::make_unique<LiveSource>(model, contexts, hook, contexts_per_forward);
+}
+
 at::Tensor geometric_median(const at::Tensor& x, int iterations) {
   at::NoGradGuard g;
   at::Tensor y = x.mean(0);
@@ -194,7 +235,7 @@ TrainResult train_sae(SAE& sae, ActivationSource& source, const TrainOptions& o)
   } else {
     // Initialisation from a sample: normalisation scale and b_dec.
     at::NoGradGuard g;
-    at::Tensor x0 = source.next(init_rows);
+    at::Tensor x0 = source.next(init_rows).to(sae.W_enc().device());
     double scale = 1.0;
     if (o.normalize_activations) {
       double mean_norm = x0.norm(2, {1}).mean().item<double>();
@@ -219,8 +260,8 @@ TrainResult train_sae(SAE& sae, ActivationSource& source, const TrainOptions& o)
     const double sparsity_weight =
         o.l1_warmup_steps > 0 ? std::min(1.0, static_cast<double>(step + 1) / static_cast<double>(o.l1_warmup_steps)) : 1.0;
 
-    at::Tensor x = source.next(o.batch);
-    at::Tensor dead = since_fired > o.dead_window;
+    at::Tensor x = source.next(o.batch).to(sae.W_enc().device());
+    at::Tensor dead = (since_fired > o.dead_window).to(sae.W_enc().device());
     SAEOutput out = sae.forward(x, sparsity_weight, dead);
     double loss = out.loss.item<double>();
     if (!std::isfinite(loss))
@@ -234,7 +275,7 @@ TrainResult train_sae(SAE& sae, ActivationSource& source, const TrainOptions& o)
       at::NoGradGuard g;
       if (unit_decoder) sae.normalize_decoder();
       if (cfg.architecture == "jumprelu") sae.threshold().detach().clamp_min_(0);
-      at::Tensor fired = (out.h.detach() > 0).any(0);
+      at::Tensor fired = (out.h.detach() > 0).any(0).cpu();
       since_fired.add_(o.batch).masked_fill_(fired, 0);
       if (cfg.architecture == "batchtopk") {  // inference threshold: running mean of the smallest kept value
         at::Tensor hv = out.h.detach();
@@ -263,7 +304,7 @@ TrainResult train_sae(SAE& sae, ActivationSource& source, const TrainOptions& o)
       p.sparsity = acc_sp / static_cast<double>(acc_n);
       p.aux = acc_aux / static_cast<double>(acc_n);
       p.l0 = acc_l0 / static_cast<double>(acc_n);
-      p.dead_fraction = dead.to(at::kFloat).mean().item<double>();
+      p.dead_fraction = (since_fired > o.dead_window).to(at::kFloat).mean().item<double>();
       p.lr = lr;
       p.tokens_per_s = static_cast<double>((step + 1 - first_step) * o.batch) / s;
       p.eta_s = static_cast<double>(o.steps - step - 1) * s / static_cast<double>(step + 1 - first_step);
