@@ -21,7 +21,7 @@ def main():
     d_in = x_all.shape[1]
     torch.manual_seed(0)
     W_dec = torch.randn(d_sae, d_in)
-    W_dec /= W_dec.norm(dim=1, keepdim=True)
+    W_dec = W_dec / W_dec.norm(dim=1, keepdim=True)
     W_enc = W_dec.t().clone()
     b_enc, b_dec = torch.zeros(d_sae), torch.zeros(d_in)
     params = [W_enc, W_dec, b_enc, b_dec]
@@ -41,7 +41,7 @@ def main():
         loss.backward()
         opt.step()
         with torch.no_grad():
-            W_dec /= W_dec.norm(dim=1, keepdim=True)
+            W_dec.div_(W_dec.norm(dim=1, keepdim=True))
 
     for i in range(3):
         step(i)

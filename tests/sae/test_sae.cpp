@@ -380,7 +380,8 @@ TEST_P(Golden, ForwardLossesAndGradientsMatchPyTorch) {
                             meta("bandwidth"));
   const auto& t = g.tensors;
   auto out = sae.forward(t.at("x"), 1.0, t.at("dead").to(at::kBool));
-  EXPECT_TRUE(interp::test::close(out.h, t.at("h"), 1e-5, "h"));
+  EXPECT_TRUE(interp::test::close(out.dense_h(), t.at("h"), 1e-5, "h"));
+  EXPECT_TRUE(at::equal(out.fired(), t.at("h").gt(0).any(0)));
   EXPECT_TRUE(interp::test::close(out.x_hat, t.at("x_hat"), 1e-5, "x_hat"));
   for (const char* k : {"mse", "sparsity", "aux", "loss"}) {
     at::Tensor got = k == std::string("mse") ? out.mse : k == std::string("sparsity") ? out.sparsity

@@ -49,7 +49,11 @@ struct SAEConfig {
 
 struct SAEOutput {
   at::Tensor x_hat;           // [B, d_in]
-  at::Tensor h;               // [B, d_sae] (dense)
+  at::Tensor h;               // [B, d_sae] dense; undefined when the architecture gives active latents:
+  at::Tensor active_idx, active_vals;  // [B, k] each (TopK): the latents that fired and their values
+  int64_t d_sae = 0;
+  at::Tensor dense_h() const; // h, built from the active latents if needed (no gradient)
+  at::Tensor fired() const;   // [d_sae] bool: latents active in any row
   at::Tensor mse, sparsity, aux, loss;  // scalars; loss = mse + sparsity_weight * sparsity + aux
   at::Tensor l0;              // scalar: mean active latents per row
 };

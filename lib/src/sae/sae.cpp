@@ -141,9 +141,28 @@ void SAE::normalize_decoder() {
   W_dec_.div_(W_dec_.norm(2, {1}, true).clamp_min(1e-8));
 }
 
+namespace {
+// (x - b_dec) @ W_enc + b_enc, as x @ W_enc + (b_enc - b_dec @ W_enc): the same function, but autograd
+// then gets b_dec's gradient from a vector-matrix product instead of a [B, d_sae] x [d_sae, d_in] one.
+at::Tensor pre_activations(const at::Tensor& x, const at::Tensor& W_enc, const at::Tensor& b_enc, const at::Tensor& b_dec) {
+  return at::addmm(b_enc - at::matmul(b_dec, W_enc), x, W_enc);
+}
+}  // namespace
+
+at::Tensor SAEOutput::dense_h() const {
+  if (h.defined()) return h;
+  return at::zeros({active_idx.size(0), d_sae}, active_vals.options()).scatter(-1, active_idx, active_vals.detach());
+}
+
+at::Tensor SAEOutput::fired() const {
+  if (h.defined()) return (h.detach() > 0).any(0);
+  at::Tensor f = at::zeros({d_sae}, active_vals.options().dtype(at::kBool));
+  return f.index_fill_(0, active_idx.masked_select(active_vals.detach() > 0), true);
+}
+
 at::Tensor SAE::encode_pre(const at::Tensor& x) const {
   at::Tensor xs = cfg_.norm_scale == 1.0 ? x : x * cfg_.norm_scale;
-  return at::addmm(b_enc_, xs - b_dec_, W_enc_);
+  return pre_activations(xs, W_enc_, b_enc_, b_dec_);
 }
 
 at::Tensor SAE::encode(const at::Tensor& x) const {
@@ -169,16 +188,18 @@ at::Tensor decode_rows(const at::Tensor& W, const at::Tensor& idx, const at::Ten
 SAEOutput SAE::forward(const at::Tensor& x_raw, double sparsity_weight, const at::Tensor& dead_mask) const {
   const SAEArchitecture& arch = sae_architecture(cfg_.architecture);
   at::Tensor x = cfg_.norm_scale == 1.0 ? x_raw : x_raw * cfg_.norm_scale;  // normalised units
-  at::Tensor pre = at::addmm(b_enc_, x - b_dec_, W_enc_);
+  at::Tensor pre = pre_activations(x, W_enc_, b_enc_, b_dec_);
   SAEOutput out;
+  out.d_sae = cfg_.d_sae;
   at::Tensor y;
-  if (arch.active) {  // fixed number of active latents per row: decode only those rows
-    auto [idx, vals] = arch.active(*this, pre);
-    y = decode_rows(W_dec_, idx, vals) + b_dec_;
-    out.h = at::zeros_like(pre).scatter(-1, idx, vals.detach());  // for statistics
+  if (arch.active) {  // fixed number of active latents per row: decode only those rows, no dense h
+    std::tie(out.active_idx, out.active_vals) = arch.active(*this, pre);
+    y = decode_rows(W_dec_, out.active_idx, out.active_vals) + b_dec_;
+    out.l0 = (out.active_vals.detach() > 0).sum(-1).to(at::kFloat).mean();
   } else {
     out.h = arch.activate(*this, pre, true);
     y = at::addmm(b_dec_, out.h, W_dec_);
+    out.l0 = (out.h.detach() != 0).sum(-1).to(at::kFloat).mean();
   }
   out.mse = (y - x).pow(2).sum(-1).mean();
   out.sparsity = arch.sparsity(*this, pre, out.h);
@@ -195,7 +216,6 @@ SAEOutput SAE::forward(const at::Tensor& x_raw, double sparsity_weight, const at
     out.aux = (e_hat - residual).pow(2).sum(-1).mean() / denom;
   }
   out.loss = out.mse + sparsity_weight * cfg_.l1_coefficient * out.sparsity + cfg_.aux_coefficient * out.aux;
-  out.l0 = (out.h != 0).sum(-1).to(at::kFloat).mean();
   out.x_hat = cfg_.norm_scale == 1.0 ? y : y / cfg_.norm_scale;
   return out;
 }

@@ -275,7 +275,7 @@ TrainResult train_sae(SAE& sae, ActivationSource& source, const TrainOptions& o)
       at::NoGradGuard g;
       if (unit_decoder) sae.normalize_decoder();
       if (cfg.architecture == "jumprelu") sae.threshold().detach().clamp_min_(0);
-      at::Tensor fired = (out.h.detach() > 0).any(0).cpu();
+      at::Tensor fired = out.fired().cpu();
       since_fired.add_(o.batch).masked_fill_(fired, 0);
       if (cfg.architecture == "batchtopk") {  // inference threshold: running mean of the smallest kept value
         at::Tensor hv = out.h.detach();
