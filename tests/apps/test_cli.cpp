@@ -162,7 +162,7 @@ TEST(Cli, CaptureTrainEvaluateAnSAE) {
   EXPECT_NE(bad.code, 0);
   EXPECT_TRUE(has(bad, "architecture 'gated' is not one of standard, topk, batchtopk, jumprelu")) << bad.out;
   auto none = run("train-sae --out " + dir + "/x");
-  EXPECT_TRUE(has(none, "needs a source: --synthetic or --activations STORE")) << none.out;
+  EXPECT_TRUE(has(none, "needs a source: --synthetic, --activations STORE, or --model M --hook H --data D")) << none.out;
 }
 
 TEST(Cli, HelpShowsDefaults) {
