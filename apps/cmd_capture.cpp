@@ -53,16 +53,15 @@ class Progress {
 void register_capture(CLI::App& app) {
   auto* cmd = app.add_subcommand("capture", "Capture activations over a corpus into a sharded, resumable store");
   struct Args {
-    std::string model, device = "cpu", name_map, data, format = "auto", tokenizer, hooks, out, dtype = "f32";
+    CorpusArgs corpus;
+    std::string model, device = "cpu", name_map, hooks, out, dtype = "f32";
     int64_t tokens = 0, ctx = 128, batch = 32, shard_contexts = 0;
     uint64_t seed = 0;
     bool resume = false, no_shuffle = false, no_bos = false;
   };
   auto a = std::make_shared<Args>();
   cmd->add_option("--model", a->model, "TorchScript model file (.pt)")->required();
-  cmd->add_option("--data", a->data, "corpus: Brown folder, text file(s), or a token file (.safetensors)")->required();
-  cmd->add_option("--format", a->format, "auto, brown, text-files, text-lines, tokens")->capture_default_str();
-  cmd->add_option("--tokenizer", a->tokenizer, "sentencepiece .model (needed for text corpora)");
+  a->corpus.add_to(*cmd);
   cmd->add_option("--hooks", a->hooks, "comma-separated hook names to capture")->required();
   cmd->add_option("--tokens", a->tokens, "how many tokens to capture (rounded up to whole contexts)")->required();
   cmd->add_option("--ctx", a->ctx, "tokens per context, BOS included")->capture_default_str();
@@ -80,13 +79,8 @@ void register_capture(CLI::App& app) {
   cmd->add_option("--device", a->device, "cpu, cuda or cuda:N")->capture_default_str();
   cmd->add_option("--name-map", a->name_map, "JSON name map for models with other module names");
   cmd->callback([a] {
-    LoadOptions lo;
-    lo.device = a->device;
-    lo.name_map = a->name_map;
-    HookedModel model = HookedModel::load(a->model, lo);
-    std::optional<Tokenizer> tok;
-    if (!a->tokenizer.empty()) tok = Tokenizer::load(a->tokenizer);
-    TokenizedCorpus tc = load_tokens(a->data, a->format, tok ? &*tok : nullptr);
+    HookedModel model = load_model(a->model, a->device, a->name_map);
+    TokenizedCorpus tc = a->corpus.load();
     if (tc.vocab_size > model.info().d_vocab)
       throw Error(fmt::format("the tokenizer's vocabulary ({}) is larger than the model's ({}); they do not belong "
                               "together",
@@ -98,7 +92,7 @@ void register_capture(CLI::App& app) {
     o.contexts_per_shard = a->shard_contexts;
     o.dtype = a->dtype;
     o.resume = a->resume;
-    o.tokenizer_path = a->tokenizer;
+    o.tokenizer_path = a->corpus.tokenizer;
     o.tokenizer_hash = tc.tokenizer_hash;
     o.corpus = tc.source;
     o.corpus_hash = tc.corpus_hash;

@@ -85,13 +85,14 @@ void register_sae(CLI::App& app) {
       source = synthetic_source(*data);
     } else if (!a->model.empty()) {
       if (a->hook.empty() || a->data.empty()) throw Error("--model needs --hook and --data");
-      model.emplace(HookedModel::load(a->model));
-      std::optional<Tokenizer> tok;
-      if (!a->tokenizer.empty()) tok = Tokenizer::load(a->tokenizer);
+      model.emplace(load_model(a->model, "cpu", ""));
+      CorpusArgs corpus;
+      corpus.data = a->data;
+      corpus.tokenizer = a->tokenizer;
       PackOptions po;
       po.ctx = a->ctx;
       po.seed = a->seed;
-      contexts.emplace(load_tokens(a->data, "auto", tok ? &*tok : nullptr), po);
+      contexts.emplace(corpus.load(), po);
       a->hook = model->hook_point(a->hook).name;
       source = live_source(*model, *contexts, a->hook);
       cfg.hook_name = a->hook;
@@ -154,16 +155,15 @@ void register_sae(CLI::App& app) {
 void register_eval_sae(CLI::App& app) {
   auto* cmd = app.add_subcommand("eval-sae", "Evaluate an SAE: reconstruction, latents, and CE loss recovered");
   struct Args {
-    std::string sae, model, name_map, device = "cpu", data, format = "auto", tokenizer, hook, out;
+    CorpusArgs corpus;
+    std::string sae, model, name_map, device = "cpu", hook, out;
     int64_t tokens = 65536, ctx = 128, batch = 16;
     uint64_t seed = 1;
   };
   auto a = std::make_shared<Args>();
   cmd->add_option("--sae", a->sae, "SAE folder (SAELens layout)")->required();
   cmd->add_option("--model", a->model, "TorchScript model the SAE was trained on")->required();
-  cmd->add_option("--data", a->data, "corpus: Brown folder, text file(s), or a token file")->required();
-  cmd->add_option("--format", a->format, "auto, brown, text-files, text-lines, tokens")->capture_default_str();
-  cmd->add_option("--tokenizer", a->tokenizer, "sentencepiece .model (for text corpora)");
+  a->corpus.add_to(*cmd);
   cmd->add_option("--hook", a->hook, "hook point (default: the SAE's hook_name)");
   cmd->add_option("--tokens", a->tokens, "tokens to evaluate on")->capture_default_str();
   cmd->add_option("--ctx", a->ctx, "tokens per context")->capture_default_str();
@@ -173,15 +173,10 @@ void register_eval_sae(CLI::App& app) {
   cmd->add_option("--device", a->device, "cpu, cuda or cuda:N")->capture_default_str();
   cmd->add_option("--name-map", a->name_map, "JSON name map for models with other module names");
   cmd->callback([a] {
-    LoadOptions lo;
-    lo.device = a->device;
-    lo.name_map = a->name_map;
-    HookedModel model = HookedModel::load(a->model, lo);
+    HookedModel model = load_model(a->model, a->device, a->name_map);
     SAE sae = SAE::load(a->sae);
     sae.to(model.device());
-    std::optional<Tokenizer> tok;
-    if (!a->tokenizer.empty()) tok = Tokenizer::load(a->tokenizer);
-    TokenizedCorpus tc = load_tokens(a->data, a->format, tok ? &*tok : nullptr);
+    TokenizedCorpus tc = a->corpus.load();
     PackOptions po;
     po.ctx = a->ctx;
     po.seed = a->seed;

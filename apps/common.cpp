@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include "interp/error.h"
+#include "interp/tokenizer.h"
 
 namespace interp::app {
 
@@ -15,11 +16,25 @@ void ModelArgs::add_to(CLI::App& cmd) {
                  "are not named as in TransformerLens (e.g. models/name_maps/hf_gpt2.json)");
 }
 
-HookedModel ModelArgs::load() const {
+HookedModel load_model(const std::string& path, const std::string& device, const std::string& name_map) {
   LoadOptions o;
   o.device = device;
   o.name_map = name_map;
-  return HookedModel::load(model, o);
+  return HookedModel::load(path, o);
+}
+
+HookedModel ModelArgs::load() const { return load_model(model, device, name_map); }
+
+void CorpusArgs::add_to(CLI::App& cmd) {
+  cmd.add_option("--data", data, "corpus: a Brown folder, text file(s), or a token file (.safetensors)")->required();
+  cmd.add_option("--format", format, "auto, brown, text-files, text-lines, tokens")->capture_default_str();
+  cmd.add_option("--tokenizer", tokenizer, "sentencepiece .model (needed for text corpora)");
+}
+
+TokenizedCorpus CorpusArgs::load() const {
+  if (tokenizer.empty()) return load_tokens(data, format, nullptr);
+  Tokenizer tok = Tokenizer::load(tokenizer);
+  return load_tokens(data, format, &tok);
 }
 
 std::vector<std::string> split_list(const std::string& text, char sep) {

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "interp/data.h"
 #include "interp/hooks.h"
 
 namespace interp::app {
@@ -18,6 +19,15 @@ struct ModelArgs {
   std::string name_map;
   void add_to(CLI::App& cmd);
   HookedModel load() const;
+};
+
+HookedModel load_model(const std::string& path, const std::string& device, const std::string& name_map);
+
+// --data, --format, --tokenizer: a corpus, tokenized (or a token file as it is).
+struct CorpusArgs {
+  std::string data, format = "auto", tokenizer;
+  void add_to(CLI::App& cmd);
+  TokenizedCorpus load() const;  // loads the tokenizer only when one is given
 };
 
 // "1,2,3" -> [[1,2,3]]; "1,2;3,4" -> [[1,2],[3,4]] (sequences of equal length, ';' between them).

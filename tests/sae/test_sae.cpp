@@ -288,14 +288,23 @@ TEST(Train, NaNStopsWithAClearErrorAndKeepsTheCheckpoint) {
   EXPECT_EQ(ckpt.metadata.at("step"), "30");
 }
 
+// The tiny language model on packed Brown fixture text (contexts of 32).
+struct BrownLM {
+  interp::HookedModel model = interp::HookedModel::load(interp::test::fixture("tiny_lm_trace.pt"));
+  interp::Tokenizer tok = interp::Tokenizer::load(interp::test::fixture("brown-1k.model"));
+  interp::PackedContexts contexts = pack(tok);
+  static interp::PackedContexts pack(const interp::Tokenizer& t) {
+    interp::PackOptions po;
+    po.ctx = 32;
+    return interp::PackedContexts(interp::tokenize(interp::corpus_load(interp::test::fixture("brown")), t), po);
+  }
+};
+
 // evaluate_sae against exact invariants: a perfect reconstruction and an all-zero one.
 TEST(Eval, PerfectAndZeroReconstructionBracketTheMetrics) {
-  auto model = interp::HookedModel::load(interp::test::fixture("tiny_lm_trace.pt"));
-  auto tok = interp::Tokenizer::load(interp::test::fixture("brown-1k.model"));
-  auto tc = interp::tokenize(interp::corpus_load(interp::test::fixture("brown")), tok);
-  interp::PackOptions po;
-  po.ctx = 32;
-  interp::PackedContexts contexts(tc, po);
+  BrownLM lm;
+  auto& model = lm.model;
+  auto& contexts = lm.contexts;
   interp::SAEConfig c;
   c.architecture = "standard";
   c.d_in = 32;
@@ -349,12 +358,9 @@ TEST(Eval, PerfectAndZeroReconstructionBracketTheMetrics) {
 }
 
 TEST(Train, LiveSourceGivesTheModelsActivations) {
-  auto model = interp::HookedModel::load(interp::test::fixture("tiny_lm_trace.pt"));
-  auto tok = interp::Tokenizer::load(interp::test::fixture("brown-1k.model"));
-  auto tc = interp::tokenize(interp::corpus_load(interp::test::fixture("brown")), tok);
-  interp::PackOptions po;
-  po.ctx = 32;
-  interp::PackedContexts contexts(tc, po);
+  BrownLM lm;
+  auto& model = lm.model;
+  auto& contexts = lm.contexts;
   auto src = interp::live_source(model, contexts, "blocks.1.hook_resid_pre", 4);
   EXPECT_EQ(src->d_in(), 32);
   at::Tensor rows = src->next(200);  // 6.25 contexts: crosses forward boundaries
