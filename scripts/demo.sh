@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job, end to end: set up (packages, the Brown corpus), build, export the shipped model,
 # list its hooks, capture a cache, train a tokenizer on Brown, capture residual-stream activations of
-# Brown into a sharded store, verify it, and print a summary.
+# Brown into a sharded store, verify it, train a TopK SAE on them, evaluate it (CE loss recovered),
+# check SAE training against synthetic ground truth, and print a summary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -35,6 +36,20 @@ rm -rf "$out/store"
 "$interp" store info "$out/store"
 "$interp" store verify "$out/store"
 
+echo; echo "== interp train-sae: a TopK SAE (512 latents, k 16) on the stored blocks.1.hook_resid_post"
+rm -rf "$out/sae"
+"$interp" train-sae --activations "$out/store" --hook blocks.1.hook_resid_post --arch topk --d-sae 512 --k 16 \
+  --steps 400 --batch 2048 --lr 1e-3 --out "$out/sae"
+
+echo; echo "== interp eval-sae: reconstruction and the model's loss with the SAE spliced in (other contexts: --seed 7)"
+"$interp" eval-sae --sae "$out/sae" --model "$out/small_trace.pt" --data data/brown --tokenizer "$out/brown-1k.model" \
+  --tokens 16384 --seed 7 --out "$out/sae-eval.json"
+
+echo; echo "== interp train-sae --synthetic: ground truth (256 features in d=128), the features it recovers"
+rm -rf "$out/sae-synthetic"
+"$interp" train-sae --synthetic --features 256 --d 128 --d-sae 512 --k 8 --steps 1200 --batch 1024 --lr 2e-3 \
+  --checkpoint-every 0 --out "$out/sae-synthetic"
+
 echo; echo "== interp run: next-token prediction (random weights for now: expect a flat distribution)"
 "$interp" run "$out/small_script.pt" --tokens "$tokens" --top-k 3
 
@@ -43,4 +58,5 @@ echo "model:     $out/small_script.pt, $out/small_trace.pt"
 echo "cache:     $out/cache.safetensors ($(stat -c %s "$out/cache.safetensors") bytes)"
 echo "tokenizer: $out/brown-1k.model"
 echo "store:     $out/store ($(du -sh "$out/store" | cut -f1), manifest $out/store/manifest.json)"
-echo "next:      docs/getting-started.md, docs/store.md"
+echo "sae:       $out/sae (SAELens layout), evaluation $out/sae-eval.json; ground truth $out/sae-synthetic"
+echo "next:      docs/getting-started.md, docs/store.md, docs/sae.md"
