@@ -26,7 +26,7 @@ void register_sae(CLI::App& app) {
     std::string activations, hook, out, arch = "topk", frequencies = "uniform", model, data, tokenizer;
     int64_t ctx = 128;
     int64_t features = 512, d = 256, d_sae = 2048, k = 32, steps = 5000, batch = 4096, warmup = 0, l1_warmup = 0,
-            checkpoint_every = 1000;
+            checkpoint_every = 1000, resample_every = 0;
     bool resume = false;
     double lr = 4e-4, l1 = 1.0, mean_active = 5;
     uint64_t seed = 0;
@@ -59,6 +59,8 @@ void register_sae(CLI::App& app) {
   cmd->add_option("--checkpoint-every", a->checkpoint_every, "steps between checkpoints (OUT/checkpoint.safetensors; 0: none)")
       ->capture_default_str();
   cmd->add_flag("--resume", a->resume, "continue from OUT/checkpoint.safetensors, bit-for-bit");
+  cmd->add_option("--resample-every", a->resample_every, "steps between resampling dead latents (0: never; AuxK "
+                  "revives TopK latents anyway)")->capture_default_str();
   cmd->add_option("--out", a->out, "output folder (SAELens layout: cfg.json, sae_weights.safetensors)")->required();
   cmd->callback([a] {
     if (!a->synthetic && a->activations.empty() && a->model.empty())
@@ -119,6 +121,7 @@ void register_sae(CLI::App& app) {
     o.checkpoint_path = (std::filesystem::path(a->out) / "checkpoint.safetensors").string();
     o.checkpoint_every = a->checkpoint_every;
     o.resume = a->resume;
+    o.resample_every = a->resample_every;
     if (!a->resume && std::filesystem::exists(o.checkpoint_path))
       throw Error(fmt::format("{} holds a checkpoint of an earlier run; pass --resume to continue it, or choose another "
                               "--out",
@@ -140,6 +143,7 @@ void register_sae(CLI::App& app) {
     std::fflush(stdout);
     TrainResult r = train_sae(sae, *source, o);
     if (r.resumed_from > 0) fmt::print("resumed from the checkpoint of step {}\n", r.resumed_from);
+    if (r.resampled > 0) fmt::print("resampled {} dead latents\n", r.resampled);
     sae.save(a->out);
     fmt::print("trained in {:.1f} s ({:.0f} tokens/s): mse {:.4f}, L0 {:.2f}, dead {:.1f}%\n", r.seconds, r.tokens_per_s,
                r.mse, r.l0, 100 * r.dead_fraction);

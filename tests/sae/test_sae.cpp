@@ -200,23 +200,32 @@ TEST_P(Resume, IsBitForBit) {
     o.steps = 120;
     o.batch = 256;
     o.lr = 1e-3;
-    o.dead_window = 2000;  // small: AuxK kicks in
+    o.dead_window = 2000;  // small: AuxK and resampling kick in
+    o.resample_every = 30;
     o.checkpoint_every = 40;
     o.checkpoint_path = ckpt;
     o.log_every = 20;
     return o;
+  };
+  auto make = [&] {  // latents 0..7 start dead, so resampling happens before and after the resume
+    interp::SAE sae(c);
+    at::NoGradGuard g;
+    sae.b_enc().detach().slice(0, 0, 8).fill_(-100);
+    if (sae.threshold().defined()) sae.threshold().detach().slice(0, 0, 8).fill_(100);
+    return sae;
   };
   const std::string dir = ::testing::TempDir() + "/resume-" + GetParam();
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
 
   interp::SyntheticData d1(sc);
-  interp::SAE whole(c);
+  interp::SAE whole = make();
   auto s1 = interp::synthetic_source(d1);
-  interp::train_sae(whole, *s1, options(dir + "/a.ckpt"));
+  auto whole_result = interp::train_sae(whole, *s1, options(dir + "/a.ckpt"));
+  EXPECT_GT(whole_result.resampled, 0) << "resampling should be part of the run compared";
 
   interp::SyntheticData d2(sc);
-  interp::SAE first(c);
+  interp::SAE first = make();
   auto s2 = interp::synthetic_source(d2);
   auto o = options(dir + "/b.ckpt");
   o.progress = [](const interp::TrainProgress& p) {
@@ -225,12 +234,14 @@ TEST_P(Resume, IsBitForBit) {
   EXPECT_THROW(interp::train_sae(first, *s2, o), std::runtime_error);
 
   interp::SyntheticData d3(sc);
-  interp::SAE resumed(c);
+  interp::SAE resumed = make();
   auto s3 = interp::synthetic_source(d3);
   o = options(dir + "/b.ckpt");
   o.resume = true;
   auto r = interp::train_sae(resumed, *s3, o);
   EXPECT_EQ(r.resumed_from, 80);
+  std::printf("  %s: %lld latents resampled in the whole run, %lld after the resume\n", GetParam().c_str(),
+              static_cast<long long>(whole_result.resampled), static_cast<long long>(r.resampled));
   auto a = whole.parameters(), b = resumed.parameters();
   ASSERT_EQ(a.size(), b.size());
   for (size_t i = 0; i < a.size(); ++i)
@@ -239,6 +250,47 @@ TEST_P(Resume, IsBitForBit) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Architectures, Resume, ::testing::Values("topk", "batchtopk", "jumprelu", "standard"));
+
+TEST(Train, ResamplingRevivesDeadLatents) {
+  // Half the latents start dead (b_enc = -100: they never fire, so nothing trains them);
+  // resampling brings them back, and without it they stay dead.
+  interp::SyntheticConfig sc;
+  sc.n_features = 64;
+  sc.d = 32;
+  interp::SAEConfig c;
+  c.architecture = "standard";
+  c.d_in = 32;
+  c.d_sae = 128;
+  c.l1_coefficient = 0.1;
+  auto run = [&](int64_t every) {
+    interp::SyntheticData data(sc);
+    auto src = interp::synthetic_source(data);
+    interp::SAE sae(c);
+    {
+      at::NoGradGuard g;
+      sae.b_enc().detach().slice(0, 0, 64).fill_(-100);
+    }
+    interp::TrainOptions o;
+    o.steps = 300;
+    o.batch = 256;
+    o.lr = 3e-3;
+    o.dead_window = 256 * 40;
+    o.resample_every = every;
+    o.log_every = 0;
+    auto r = interp::train_sae(sae, *src, o);
+    return std::make_pair(r, interp::feature_recovery(data.features(), sae.W_dec()));
+  };
+  auto [plain, rec_plain] = run(0);
+  auto [resampled, rec_resampled] = run(100);
+  std::printf("  without resampling: dead %.3f, MMCS %.3f; with: %lld resampled, dead %.3f, MMCS %.3f\n",
+              plain.dead_fraction, rec_plain.mmcs, static_cast<long long>(resampled.resampled), resampled.dead_fraction,
+              rec_resampled.mmcs);
+  EXPECT_EQ(plain.resampled, 0);
+  EXPECT_GT(resampled.resampled, 0);
+  EXPECT_GE(plain.dead_fraction, 0.5) << "the killed latents stay dead without resampling";
+  EXPECT_GE(resampled.resampled, 64);
+  EXPECT_LT(resampled.dead_fraction, 0.25);
+}
 
 // A source that turns bad after a number of batches.
 class PoisonedSource : public interp::ActivationSource {

@@ -57,6 +57,10 @@ struct TrainOptions {
   int64_t init_samples = 16384;         // rows used for b_dec and the normalisation scale
   bool normalize_activations = true;    // scale inputs to E|x| = sqrt(d_in) (folded back on save)
   int64_t dead_window = 2'000'000;      // tokens without firing after which a latent is dead
+  // Every resample_every steps (0: never), dead latents are re-initialised (Bricken et al. 2023):
+  // decoder row = a centred input drawn with probability proportional to its squared loss, encoder
+  // column = that direction scaled to 0.2 x the mean alive encoder norm, b_enc = 0, Adam state reset.
+  int64_t resample_every = 0;
   int64_t log_every = 100;
   // Checkpoints: every `checkpoint_every` steps (0: never) the whole training state (weights, Adam
   // moments, dead-latent counters, step) is written atomically to checkpoint_path. With resume,
@@ -72,6 +76,7 @@ struct TrainResult {
   double seconds = 0, tokens_per_s = 0;
   double mse = 0, l0 = 0, dead_fraction = 0;  // at the end (last logged window)
   int64_t resumed_from = 0;                   // step the run continued from (0: a fresh start)
+  int64_t resampled = 0;                      // dead latents re-initialised
 };
 
 // Throws interp::Error on a NaN/inf loss, naming the step; the SAE keeps the weights of the step

@@ -179,6 +179,43 @@ int64_t load_checkpoint(const std::string& path, SAE& sae, Adam& adam, at::Tenso
   return std::stoll(meta("step"));
 }
 
+bool resample_step(const TrainOptions& o, int64_t step) {
+  return o.resample_every > 0 && (step + 1) % o.resample_every == 0;
+}
+
+// Re-initialises the dead latents from inputs the SAE reconstructs worst (Bricken et al. 2023).
+// Returns how many. Deterministic: the inputs are drawn with a generator seeded by (seed, step).
+int64_t resample(SAE& sae, Adam& adam, at::Tensor& since_fired, int64_t dead_window, const at::Tensor& x_raw,
+                 int64_t step, uint64_t seed) {
+  at::NoGradGuard g;
+  at::Tensor dead_idx = (since_fired > dead_window).nonzero().flatten();
+  const int64_t n = dead_idx.numel();
+  if (n == 0) return 0;
+  const auto device = sae.W_enc().device();
+  at::Tensor x = x_raw.to(device);
+  SAEOutput out = sae.forward(x);
+  at::Tensor p = (out.x_hat - x).pow(2).sum(-1).pow(2).to(at::kCPU, at::kDouble);
+  if (!(p.sum().item<double>() > 0)) p = at::ones_like(p);
+  at::Generator gen = at::detail::createCPUGenerator(seed * 1000003ULL + static_cast<uint64_t>(step));
+  at::Tensor pick = at::multinomial(p, n, /*replacement=*/true, gen).to(device);
+  at::Tensor dirs = x.index_select(0, pick) * sae.config().norm_scale - sae.b_dec();
+  dirs = dirs / dirs.norm(2, {1}, true).clamp_min(1e-8);
+  at::Tensor alive = (since_fired <= dead_window).to(device);
+  double enc_norm = alive.any().item<bool>() ? sae.W_enc().norm(2, {0}).masked_select(alive).mean().item<double>() : 1.0;
+  at::Tensor di = dead_idx.to(device);
+  sae.W_dec().detach().index_copy_(0, di, dirs);
+  sae.W_enc().detach().index_copy_(1, di, (dirs * (0.2 * enc_norm)).t().contiguous());
+  sae.b_enc().detach().index_fill_(0, di, 0);
+  for (auto* st : {&adam.m, &adam.v}) {  // parameters: W_enc, W_dec, b_enc, b_dec[, threshold]
+    if (st->empty()) continue;
+    (*st)[0].index_fill_(1, di, 0);
+    (*st)[1].index_fill_(0, di, 0);
+    (*st)[2].index_fill_(0, di, 0);
+  }
+  since_fired.index_fill_(0, dead_idx, 0);
+  return n;
+}
+
 }  // namespace
 
 std::unique_ptr<ActivationSource> synthetic_source(SyntheticData& data) {
@@ -230,7 +267,10 @@ TrainResult train_sae(SAE& sae, ActivationSource& source, const TrainOptions& o)
                               first_step, o.steps));
     // Replay the source to where the checkpoint left it: the same draws, in the same sizes.
     (void)source.next(init_rows);
-    for (int64_t i = 0; i < first_step; ++i) (void)source.next(o.batch);
+    for (int64_t i = 0; i < first_step; ++i) {
+      (void)source.next(o.batch);
+      if (resample_step(o, i)) (void)source.next(o.batch);  // the batch resampling drew
+    }
     result.resumed_from = first_step;
   } else {
     // Initialisation from a sample: normalisation scale and b_dec.
@@ -287,6 +327,8 @@ TrainResult train_sae(SAE& sae, ActivationSource& source, const TrainOptions& o)
         }
       }
     }
+    if (resample_step(o, step))
+      result.resampled += resample(sae, adam, since_fired, o.dead_window, source.next(o.batch), step, cfg.seed);
     if (o.checkpoint_every > 0 && !o.checkpoint_path.empty() && (step + 1) % o.checkpoint_every == 0)
       save_checkpoint(o.checkpoint_path, sae, adam, since_fired, step + 1);
     acc_mse += out.mse.item<double>();
