@@ -41,7 +41,6 @@ class Rng {
   explicit Rng(uint64_t seed) : state_(seed) {}
   uint64_t next();
   uint64_t below(uint64_t n);  // uniform in [0, n), n > 0 (rejection sampling, no modulo bias)
-  double uniform();            // [0, 1)
   std::vector<int64_t> permutation(int64_t n);
   template <class T>
   void shuffle(std::vector<T>& v) {

@@ -128,8 +128,6 @@ uint64_t Rng::below(uint64_t n) {
   return x % n;
 }
 
-double Rng::uniform() { return static_cast<double>(next() >> 11) * 0x1.0p-53; }
-
 std::vector<int64_t> Rng::permutation(int64_t n) {
   std::vector<int64_t> p(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) p[static_cast<size_t>(i)] = i;
