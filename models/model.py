@@ -130,8 +130,10 @@ class Attention(nn.Module):
         k = torch.einsum("bpd,hde->bphe", x, self.W_K) + self.b_K
         v = torch.einsum("bpd,hde->bphe", x, self.W_V) + self.b_V
         scores = torch.einsum("bqhe,bkhe->bhqk", q, k) * self.scale  # [batch, head, q, k]
-        p = x.shape[1]
-        scores = torch.where(self.mask[:p, :p], scores, self.IGNORE)
+        # Slice the causal mask by query and key length (as Hugging Face GPT-2 and TransformerLens do),
+        # so that queries for the last positions against a longer key sequence stay correct.
+        q_len, k_len = q.shape[1], k.shape[1]
+        scores = torch.where(self.mask[k_len - q_len:k_len, :k_len], scores, self.IGNORE)
         pattern = torch.softmax(scores, dim=-1)
         z = torch.einsum("bhqk,bkhe->bqhe", pattern, v)  # [batch, pos, head, d_head]
         return torch.einsum("bqhe,hed->bqd", z, self.W_O) + self.b_O
@@ -238,7 +240,8 @@ class HFAttention(nn.Module):
         k = k.view(b, t, self.n_head, self.d_head).transpose(1, 2)
         v = v.view(b, t, self.n_head, self.d_head).transpose(1, 2)
         att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.d_head))
-        att = att.masked_fill(self.bias[:, :, :t, :t] == 0, self.mask_value)
+        q_len, k_len = q.shape[2], k.shape[2]
+        att = att.masked_fill(self.bias[:, :, k_len - q_len:k_len, :k_len] == 0, self.mask_value)
         att = F.softmax(att, dim=-1)
         y = att @ v  # [b, h, t, e]
         y = y.transpose(1, 2).contiguous().view(b, t, inner)

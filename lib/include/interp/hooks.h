@@ -108,6 +108,10 @@ struct LoadOptions {
 struct RunOptions {
   bool grad = false;                     // record autograd (for attribution patching)
   std::optional<int> stop_at_layer;      // return the residual stream entering this block (neg: from end)
+  // Let hooks change an activation's shape (dtype and device must stay). For engines that know the
+  // model's structure, like the batched patcher in interp/patch.h, which widens the batch at a
+  // residual point and prepends cached keys/values; the model must cope with the new shapes.
+  bool allow_reshape = false;
 };
 
 class HookedModel;

@@ -96,7 +96,7 @@ class RunState final : public detail::HookRuntime {
         error = std::current_exception();
         throw;
       }
-      if (!act.defined() || act.sizes() != x.sizes() || act.scalar_type() != x.scalar_type() ||
+      if (!act.defined() || (!reshape && act.sizes() != x.sizes()) || act.scalar_type() != x.scalar_type() ||
           act.device() != x.device()) {
         error = std::make_exception_ptr(Error(fmt::format(
             "hook on '{}' replaced a {} {} tensor on {} with {}; a hook must keep shape, dtype and device", name,
@@ -122,6 +122,7 @@ class RunState final : public detail::HookRuntime {
 
   ActivationCache* cache = nullptr;
   bool grad = false;
+  bool reshape = false;
   int64_t stop_id = -1;
   at::Tensor stopped;
   bool did_stop = false;
@@ -165,6 +166,7 @@ at::Tensor HookedModel::Impl::run(const at::Tensor& tokens_in, RunState* rs, con
   if (rs) {
     rs->stop_id = stop_id;
     rs->grad = opt.grad;
+    rs->reshape = opt.allow_reshape;
   }
 
   at::AutoGradMode grad_mode(opt.grad);

@@ -1,0 +1,284 @@
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <algorithm>
+#include <regex>
+
+#include "interp/error.h"
+#include "interp/patch.h"
+#include "interp/util.h"
+#include "patch/internal.h"
+
+namespace interp {
+namespace detail {
+
+namespace {
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), std::string::npos, suffix) == 0;
+}
+}  // namespace
+std::string shape_of(at::IntArrayRef s) { return fmt::format("[{}]", fmt::join(s, ", ")); }
+
+PointAxes point_axes(const HookedModel& model, const std::string& hook) {
+  const HookPoint& p = model.hook_point(hook);
+  PointAxes a;
+  a.name = p.name;
+  const auto& points = model.hook_points();
+  for (size_t i = 0; i < points.size(); ++i)
+    if (points[i].name == p.name) a.order = static_cast<int64_t>(i);
+  static const std::regex block(R"(^blocks\.(\d+)\.)");
+  std::smatch m;
+  if (std::regex_search(p.name, m, block)) a.layer = std::stoi(m[1]);
+  else if (p.name.rfind("ln_final.", 0) == 0) a.layer = model.info().n_layers;
+  if (ends_with(p.name, ".hook_pattern") || ends_with(p.name, ".hook_attn_scores")) {
+    a.head = 1, a.pos = 2, a.key = 3;
+  } else if (ends_with(p.name, ".hook_q") || ends_with(p.name, ".hook_k") || ends_with(p.name, ".hook_v") ||
+             ends_with(p.name, ".hook_z")) {
+    a.pos = 1, a.head = 2;
+    a.is_kv = ends_with(p.name, ".hook_k") || ends_with(p.name, ".hook_v");
+  } else {
+    for (size_t d = 0; d < p.shape.size(); ++d)
+      if (p.shape[d] == HookPoint::kPos) {
+        a.pos = static_cast<int>(d);
+        break;
+      }
+  }
+  return a;
+}
+
+std::vector<int64_t> normalize_positions(const std::vector<int64_t>& positions, int64_t n_pos, const std::string& what) {
+  std::vector<int64_t> out;
+  for (int64_t p : positions) {
+    int64_t q = p < 0 ? p + n_pos : p;
+    if (q < 0 || q >= n_pos)
+      throw Error(fmt::format("{}: position {} is outside prompts of {} tokens (valid: 0..{}, or -1..-{})", what, p,
+                              n_pos, n_pos - 1, n_pos));
+    out.push_back(q);
+  }
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
+}
+
+Resolved resolve(const HookedModel& model, const Intervention& iv, int64_t n_pos) {
+  Resolved r;
+  r.iv = &iv;
+  r.axes = point_axes(model, iv.hook);
+  const std::string what = fmt::format("intervention on '{}'", iv.hook);
+  if (!iv.where.positions.empty() && r.axes.pos < 0)
+    throw Error(fmt::format("{}: the point has no position axis; leave positions empty", what));
+  if (!iv.where.heads.empty() && r.axes.head < 0)
+    throw Error(fmt::format("{}: the point has no head axis (heads exist on attn.hook_q/k/v/z/pattern/attn_scores)", what));
+  if (!iv.where.key_positions.empty() && r.axes.key < 0)
+    throw Error(fmt::format("{}: key positions apply to attn.hook_pattern and attn.hook_attn_scores only", what));
+  r.positions = normalize_positions(iv.where.positions, n_pos, what);
+  r.keys = normalize_positions(iv.where.key_positions, n_pos, what);
+  int64_t n_heads = model.info().n_heads;
+  for (int64_t h : iv.where.heads)
+    if (h < 0 || (n_heads > 0 && h >= n_heads))
+      throw Error(fmt::format("{}: head {} does not exist (the model has {} heads: 0..{})", what, h, n_heads, n_heads - 1));
+  r.heads = iv.where.heads;
+  std::sort(r.heads.begin(), r.heads.end());
+  r.heads.erase(std::unique(r.heads.begin(), r.heads.end()), r.heads.end());
+  r.min_pos = r.positions.empty() ? 0 : r.positions.front();
+  if ((iv.op == Intervention::Op::Replace || iv.op == Intervention::Op::Add) && !iv.value.defined())
+    throw Error(fmt::format("{}: no value given", what));
+  return r;
+}
+
+at::Tensor site_mask(const Resolved& r, at::IntArrayRef shape, int64_t pos_offset) {
+  std::vector<int64_t> ms(shape.size(), 1);
+  at::Tensor mask;
+  auto axis_mask = [&](int axis, const std::vector<int64_t>& idx, int64_t offset) {
+    if (axis < 0 || idx.empty()) return;
+    std::vector<int64_t> s(shape.size(), 1);
+    s[axis] = shape[axis];
+    at::Tensor m = at::zeros({shape[axis]}, at::kBool);
+    std::vector<int64_t> local;
+    for (int64_t i : idx)
+      if (i - offset >= 0 && i - offset < shape[axis]) local.push_back(i - offset);
+    if (!local.empty()) m.index_fill_(0, at::tensor(local, at::kLong), true);
+    m = m.view(s);
+    mask = mask.defined() ? mask.logical_and(m) : m;
+  };
+  bool kv_full = r.axes.is_kv;  // keys/values arrive complete (cached prefix prepended first)
+  axis_mask(r.axes.pos, r.positions, kv_full ? 0 : pos_offset);
+  axis_mask(r.axes.head, r.heads, 0);
+  axis_mask(r.axes.key, r.keys, 0);
+  return mask;  // undefined: everything
+}
+
+void apply(at::Tensor rows, const Resolved& r, int64_t pos_offset, int64_t n_pos) {
+  const Intervention& iv = *r.iv;
+  at::Tensor v;
+  if (iv.value.defined()) {
+    v = iv.value.to(rows.device(), rows.scalar_type());
+    if (v.dim() == rows.dim()) {  // the activation's full shape: align positions with this run's
+      auto slice_axis = [&](int axis, int64_t offset) {
+        if (axis < 0) return;
+        if (v.size(axis) != n_pos)
+          throw Error(fmt::format("{}: value has shape {}, whose axis {} should be the prompt length {}", iv.hook,
+                                  shape_of(iv.value.sizes()), axis, n_pos));
+        v = v.narrow(axis, offset, rows.size(axis));
+      };
+      slice_axis(r.axes.pos, r.axes.is_kv ? 0 : pos_offset);
+      slice_axis(r.axes.key, 0);
+      if (v.size(0) != 1 && v.size(0) != rows.size(0))
+        throw Error(fmt::format("{}: value has {} rows but the run has {} prompts (give 1 or {})", iv.hook, v.size(0),
+                                rows.size(0), rows.size(0)));
+    }
+    try {
+      v = v.expand_as(rows);
+    } catch (const c10::Error&) {
+      throw Error(fmt::format("{}: value of shape {} does not fit the activation {} (give the full shape "
+                              "[batch or 1, pos, ...] or trailing dims)",
+                              iv.hook, shape_of(iv.value.sizes()), shape_of(rows.sizes())));
+    }
+  }
+  at::Tensor mask = site_mask(r, rows.sizes(), pos_offset);
+  at::Tensor edited;
+  switch (iv.op) {
+    case Intervention::Op::Replace: edited = v; break;
+    case Intervention::Op::Add: edited = rows + v * iv.factor; break;
+    case Intervention::Op::Scale: edited = rows * iv.factor; break;
+  }
+  if (mask.defined()) edited = at::where(mask.to(rows.device()), edited, rows);
+  rows.copy_(edited);
+}
+
+}  // namespace detail
+
+namespace {
+std::string where_str(const Where& w) {
+  std::string s;
+  if (!w.heads.empty()) s += fmt::format(" head {}", fmt::join(w.heads, ","));
+  if (!w.positions.empty()) s += fmt::format(" pos {}", fmt::join(w.positions, ","));
+  if (!w.key_positions.empty()) s += fmt::format(" key {}", fmt::join(w.key_positions, ","));
+  return s;
+}
+}  // namespace
+
+Intervention zero_ablation(const std::string& hook, const Where& where) {
+  return {hook, where, Intervention::Op::Scale, {}, 0.0, fmt::format("zero {}{}", hook, where_str(where))};
+}
+
+Intervention replace_with(const std::string& hook, at::Tensor value, const Where& where) {
+  return {hook, where, Intervention::Op::Replace, std::move(value), 1.0,
+          fmt::format("replace {}{}", hook, where_str(where))};
+}
+
+Intervention add_direction(const std::string& hook, at::Tensor direction, double scale, const Where& where) {
+  return {hook, where, Intervention::Op::Add, std::move(direction), scale,
+          fmt::format("add {} x direction to {}{}", scale, hook, where_str(where))};
+}
+
+Intervention scale_by(const std::string& hook, double factor, const Where& where) {
+  return {hook, where, Intervention::Op::Scale, {}, factor, fmt::format("scale {}{} by {}", hook, where_str(where), factor)};
+}
+
+Intervention mean_ablation(const HookedModel& model, const std::string& hook, const at::Tensor& reference,
+                           bool per_position, const Where& where) {
+  auto [logits, cache] = model.run_with_cache(reference, names_filter(std::vector<std::string>{hook}));
+  at::Tensor a = cache[hook];
+  auto axes = detail::point_axes(model, hook);
+  at::Tensor m = a.mean(0, /*keepdim=*/true);
+  if (!per_position) {
+    if (axes.pos >= 0) m = m.mean(axes.pos, true);
+    if (axes.key >= 0) m = m.mean(axes.key, true);
+  }
+  Intervention iv = replace_with(hook, m, where);
+  iv.label = fmt::format("mean-ablate {}{} ({} over {} reference prompts)", hook, where_str(where),
+                         per_position ? "per position" : "pooled", reference.size(0));
+  return iv;
+}
+
+Intervention resample_ablation(const HookedModel& model, const std::string& hook, const at::Tensor& source,
+                               int64_t batch, uint64_t seed, const Where& where) {
+  if (source.dim() != 2 || source.size(0) == 0)
+    throw Error(fmt::format("resample-ablate {}: source prompts must be [n, pos] tokens with n > 0", hook));
+  auto [logits, cache] = model.run_with_cache(source, names_filter(std::vector<std::string>{hook}));
+  Rng rng(seed);
+  std::vector<int64_t> pick;
+  for (int64_t i = 0; i < batch; ++i) pick.push_back(static_cast<int64_t>(rng.below(static_cast<uint64_t>(source.size(0)))));
+  at::Tensor a = cache[hook].index_select(0, at::tensor(pick, at::kLong).to(cache[hook].device()));
+  Intervention iv = replace_with(hook, a, where);
+  iv.label = fmt::format("resample-ablate {}{} (seed {}, source prompts {})", hook, where_str(where), seed,
+                         fmt::join(pick, ","));
+  return iv;
+}
+
+at::Tensor run_with_interventions(const HookedModel& model, const at::Tensor& tokens,
+                                  const std::vector<Intervention>& interventions, const RunOptions& options) {
+  int64_t n_pos = tokens.dim() == 1 ? tokens.size(0) : tokens.size(-1);
+  std::vector<detail::Resolved> rs;
+  rs.reserve(interventions.size());
+  for (const auto& iv : interventions) rs.push_back(detail::resolve(model, iv, n_pos));
+  std::vector<std::pair<std::string, HookFn>> hooks;
+  for (const auto& r : rs)
+    hooks.emplace_back(r.axes.name, [&r, n_pos](at::Tensor& act, const std::string&) {
+      act = act.clone();
+      detail::apply(act, r, 0, n_pos);
+    });
+  return model.run_with_hooks(tokens, hooks, options);
+}
+
+// ---- metrics ----------------------------------------------------------------------------------
+
+namespace {
+at::Tensor ids_for(const at::Tensor& ids, const at::Tensor& logits, const char* what) {
+  if (ids.dim() != 1 || ids.size(0) != logits.size(0))
+    throw Error(fmt::format("metric: {} has shape {} but the run has {} prompts; give one token id per prompt", what,
+                            detail::shape_of(ids.sizes()), logits.size(0)));
+  return ids.to(logits.device(), at::kLong).unsqueeze(1);
+}
+}  // namespace
+
+Metric logit_diff(const at::Tensor& answers, const at::Tensor& wrong, int64_t position) {
+  return {"logit_diff", {position}, [answers, wrong](const at::Tensor& logits) {
+            at::Tensor l = logits.select(1, 0).to(at::kFloat);
+            return (l.gather(1, ids_for(answers, logits, "answers")) - l.gather(1, ids_for(wrong, logits, "wrong")))
+                .squeeze(1);
+          }};
+}
+
+Metric answer_prob(const at::Tensor& answers, int64_t position) {
+  return {"prob", {position}, [answers](const at::Tensor& logits) {
+            at::Tensor l = logits.select(1, 0).to(at::kFloat).softmax(-1);
+            return l.gather(1, ids_for(answers, logits, "answers")).squeeze(1);
+          }};
+}
+
+Metric answer_loss(const at::Tensor& answers, int64_t position) {
+  return {"loss", {position}, [answers](const at::Tensor& logits) {
+            at::Tensor l = logits.select(1, 0).to(at::kFloat).log_softmax(-1);
+            return -l.gather(1, ids_for(answers, logits, "answers")).squeeze(1);
+          }};
+}
+
+Metric kl_to(const at::Tensor& clean_logits, std::vector<int64_t> positions) {
+  if (clean_logits.dim() != 3) throw Error("kl_to: clean logits must be [batch, pos, d_vocab]");
+  std::vector<int64_t> norm = detail::normalize_positions(positions, clean_logits.size(1), "kl_to");
+  at::Tensor clean_lp = clean_logits.index_select(1, at::tensor(norm, at::kLong).to(clean_logits.device()))
+                            .to(at::kFloat)
+                            .log_softmax(-1);
+  return {"kl", norm, [clean_lp](const at::Tensor& logits) {
+            at::Tensor lp = logits.to(at::kFloat).log_softmax(-1);
+            at::Tensor c = clean_lp.to(lp.device());
+            if (c.size(0) != lp.size(0))
+              throw Error(fmt::format("kl_to: clean logits have {} prompts, the run has {}", c.size(0), lp.size(0)));
+            return (c.exp() * (c - lp)).sum({1, 2});
+          }};
+}
+
+Metric sequence_loss(const at::Tensor& tokens) {
+  at::Tensor t = tokens.dim() == 1 ? tokens.unsqueeze(0) : tokens;
+  return {"sequence_loss", {}, [t](const at::Tensor& logits) {
+            at::Tensor lp = logits.narrow(1, 0, logits.size(1) - 1).to(at::kFloat).log_softmax(-1);
+            at::Tensor next = t.narrow(1, 1, t.size(1) - 1).to(logits.device(), at::kLong).unsqueeze(-1);
+            if (next.size(0) != lp.size(0)) throw Error("sequence_loss: tokens and run differ in prompts");
+            return -lp.gather(2, next).squeeze(-1).mean(1);
+          }};
+}
+
+}  // namespace interp
