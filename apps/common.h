@@ -48,5 +48,7 @@ void register_capture(CLI::App& app);
 void register_store(CLI::App& app);
 void register_sae(CLI::App& app);
 void register_eval_sae(CLI::App& app);
+void register_patch(CLI::App& app);
+void register_ablate(CLI::App& app);
 
 }  // namespace interp::app

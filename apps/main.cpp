@@ -20,6 +20,8 @@ int main(int argc, char** argv) {
   interp::app::register_store(app);
   interp::app::register_sae(app);
   interp::app::register_eval_sae(app);
+  interp::app::register_patch(app);
+  interp::app::register_ablate(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -8,8 +8,9 @@ rounds=${2:-15}
 models=$build/bench-models
 mkdir -p "$models"
 for mode in script trace; do
-  [ -f "$models/bench_$mode.pt" ] || /usr/bin/python3 models/export.py --config bench --mode $mode --out "$models/bench_$mode.pt"
+  [ "$models/bench_$mode.pt" -nt models/model.py ] || /usr/bin/python3 models/export.py --config bench --mode $mode --out "$models/bench_$mode.pt"
 done
 "$build/bench/bench_hooks" --rounds "$rounds" \
   tests/fixtures/tiny_script.pt:2:7 tests/fixtures/tiny_trace.pt:2:7 \
   "$models/bench_script.pt:32:128" "$models/bench_trace.pt:32:128"
+"$build/bench/bench_patch" --rounds 3 "$models/bench_script.pt"

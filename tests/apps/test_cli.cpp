@@ -3,6 +3,9 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 #include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
 
 #include <array>
 #include <cstdio>
@@ -12,6 +15,7 @@
 #include <sstream>
 
 #include "interp/hooks.h"
+#include "interp/patch.h"
 #include "test_util.h"
 
 using interp::test::fixture;
@@ -200,3 +204,103 @@ TEST(Cli, ErrorsAreClearAndNonZero) {
 }
 
 }  // namespace
+
+namespace {
+
+std::string write_pairs(const std::string& dir, const std::string& json) {
+  std::string path = dir + "/pairs.json";
+  std::ofstream(path) << json;
+  return path;
+}
+
+std::string temp_dir(const std::string& name) {
+  std::string d = ::testing::TempDir() + "interp-cli-" + name + "-" + std::to_string(::getpid());
+  std::string cmd = "rm -rf '" + d + "' && mkdir -p '" + d + "'";
+  EXPECT_EQ(std::system(cmd.c_str()), 0);
+  return d;
+}
+
+const char* kTokenPairs = R"({"pairs": [
+  {"clean_tokens": [1, 5, 9, 13, 2, 7], "corrupted_tokens": [1, 5, 30, 13, 2, 7], "answer": 3, "wrong": 4},
+  {"clean_tokens": [8, 5, 9, 11, 2, 6], "corrupted_tokens": [8, 5, 31, 11, 2, 6], "answer": 3, "wrong": 4}]})";
+
+}  // namespace
+
+TEST(Cli, PatchWritesResultsHeatmapAndPageMatchingTheLibrary) {
+  std::string d = temp_dir("patch");
+  std::string pairs = write_pairs(d, kTokenPairs);
+  auto r = run("patch " + fixture("tiny_script.pt") + " --pairs " + pairs + " --hook resid_pre --by layer,pos --out " + d + "/out");
+  ASSERT_EQ(r.code, 0) << r.out;
+  std::ifstream in(d + "/out/results.json");
+  auto j = nlohmann::json::parse(in);
+  ASSERT_EQ(j["shape"], (std::vector<int64_t>{2, 6}));
+  // Same numbers as a one-forward-per-patch run in this process.
+  auto model = interp::HookedModel::load(fixture("tiny_script.pt"));
+  at::Tensor clean = at::tensor({1, 5, 9, 13, 2, 7, 8, 5, 9, 11, 2, 6}, at::kLong).view({2, 6});
+  at::Tensor corrupted = clean.clone();
+  corrupted[0][2] = 30;
+  corrupted[1][2] = 31;
+  auto metric = interp::logit_diff(at::tensor({3, 3}, at::kLong), at::tensor({4, 4}, at::kLong));
+  for (int L = 0; L < 2; ++L)
+    for (int p = 0; p < 6; ++p) {
+      auto cache = model.run_with_cache(clean).second;
+      std::string hook = interp::act_name("resid_pre", L);
+      at::Tensor logits = model.run_with_hooks(corrupted, {{hook, [&](at::Tensor& act, const std::string&) {
+                                                               act = act.clone();
+                                                               act.select(1, p).copy_(cache[hook].select(1, p));
+                                                             }}});
+      double want = metric.fn(logits.narrow(1, 5, 1)).mean().item<double>();
+      EXPECT_NEAR(j["values"][L][p].get<double>(), want, 1e-5) << "L" << L << " pos " << p;
+    }
+  std::ifstream svg(d + "/out/heatmap.svg"), html(d + "/out/index.html");
+  std::stringstream s, h;
+  s << svg.rdbuf();
+  h << html.rdbuf();
+  EXPECT_EQ(s.str().rfind("<svg", 0), 0u);
+  size_t rects = 0;
+  for (size_t at = 0; (at = s.str().find("<rect", at)) != std::string::npos; ++at) ++rects;
+  EXPECT_EQ(rects, 12u + 1u) << "one cell per site and the legend";
+  EXPECT_NE(h.str().find("<svg"), std::string::npos);
+  EXPECT_TRUE(has(r, "wrote"));
+
+  for (const char* extra : {"--method attribution", "--method path --receivers blocks.1.attn.hook_q:0 --hook z",
+                            "--direction noise --metric kl"}) {
+    auto r2 = run("patch " + fixture("tiny_trace.pt") + " --pairs " + pairs + " " + extra + " --out " + d + "/out2");
+    EXPECT_EQ(r2.code, 0) << extra << "\n" << r2.out;
+  }
+  auto r3 = run("ablate " + fixture("tiny_script.pt") + " --pairs " + pairs + " --ablation resample --out " + d + "/out3");
+  EXPECT_EQ(r3.code, 0) << r3.out;
+  EXPECT_TRUE(has(r3, "resample ablation: z by layer,head")) << r3.out;
+}
+
+TEST(Cli, PatchRejectsBadPairsWithoutWritingOutput) {
+  std::string d = temp_dir("patch-bad");
+  struct Case {
+    std::string json, message;
+  };
+  const Case cases[] = {
+      {R"({"pairs": [{"clean_tokens": [1, 2, 3], "corrupted_tokens": [1, 2], "answer": 3, "wrong": 4}]})",
+       "clean has 3 tokens, corrupted 2"},
+      {R"({"pairs": [{"clean_tokens": [1, 2, 3], "corrupted_tokens": [1, 2, 4], "answer": 3, "wrong": 4},
+                     {"clean_tokens": [1, 2], "corrupted_tokens": [1, 3], "answer": 3, "wrong": 4}]})",
+       "pair 1 has 2 tokens but pair 0 has 3"},
+      {R"({"pairs": [{"clean": "some text", "corrupted": "more text", "answer": 3, "wrong": 4}]})", "pass a tokenizer"},
+      {R"({"pairs": [{"clean_tokens": [1, 2, 3], "corrupted_tokens": [1, 2, 4], "answer": 3}]})", "needs \"wrong\""},
+      {R"({"pairs": []})", "at least one pair"},
+      {R"({"pairs": [{"clean_tokens": [1, 2, 99], "corrupted_tokens": [1, 2, 4], "answer": 3, "wrong": 4}]})",
+       "outside the vocabulary"},
+      {"{not json", "not valid JSON"},
+  };
+  for (const auto& c : cases) {
+    std::string pairs = write_pairs(d, c.json);
+    auto r = run("patch " + fixture("tiny_script.pt") + " --pairs " + pairs + " --out " + d + "/out");
+    EXPECT_NE(r.code, 0) << c.json;
+    EXPECT_TRUE(has(r, "error: ") && has(r, c.message)) << "expected '" << c.message << "' in:\n" << r.out;
+    std::ifstream results(d + "/out/results.json");
+    EXPECT_FALSE(results.good()) << "no results written after: " << c.message;
+  }
+  auto r = run("patch " + fixture("tiny_script.pt") + " --pairs " + write_pairs(d, kTokenPairs) +
+               " --by layer,head --out " + d + "/out");
+  EXPECT_NE(r.code, 0);
+  EXPECT_TRUE(has(r, "no head axis")) << r.out;
+}

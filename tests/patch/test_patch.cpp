@@ -6,6 +6,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cstdio>
+#include <fstream>
+#include <set>
+
 #include "interp/error.h"
 #include "interp/hooks.h"
 #include "interp/patch.h"
@@ -224,6 +228,50 @@ TEST(PatchErrors, BadInputsSayWhatIsWrong) {
   auto m3 = interp::logit_diff(at::zeros({3}, at::kLong), at::ones({3}, at::kLong));
   expect_error([&] { interp::run_variants(model, a, {{interp::scale_by("blocks.0.hook_resid_pre", 2)}}, m3); },
                "one token id per prompt");
+}
+
+}  // namespace
+
+namespace {
+
+// Mutated and truncated prompt files load or fail with interp::Error, never anything else.
+TEST(PromptPairs, FuzzedFilesLoadOrSayWhatIsWrong) {
+  const std::string good = R"({"pairs": [{"clean_tokens": [1, 5, 9], "corrupted_tokens": [1, 6, 9], "answer": 3, "wrong": 4},
+    {"clean_tokens": [2, 5, 9], "corrupted_tokens": [2, 6, 9], "answer": 3, "wrong": 4}], "prepend_bos": false})";
+  const std::string path = ::testing::TempDir() + "interp-fuzz-pairs.json";
+  auto load = [&](const std::string& text) {
+    std::ofstream(path, std::ios::binary) << text;
+    return interp::load_prompt_pairs(path, nullptr);
+  };
+  auto p = load(good);
+  EXPECT_EQ(p.clean.sizes(), (std::vector<int64_t>{2, 3}));
+  EXPECT_EQ(p.corrupted[1][1].item<int64_t>(), 6);
+  EXPECT_EQ(p.answers[0].item<int64_t>(), 3);
+  interp::Rng rng(11);
+  const std::string alphabet = "{}[]\",:0123456789-. abcnulltrue";
+  int loaded = 0, rejected = 0;
+  for (int i = 0; i < 2000; ++i) {
+    std::string t = good;
+    int edits = 1 + static_cast<int>(rng.below(4));
+    for (int e = 0; e < edits && !t.empty(); ++e) {
+      size_t at = rng.below(t.size());
+      switch (rng.below(3)) {
+        case 0: t[at] = alphabet[rng.below(alphabet.size())]; break;
+        case 1: t.erase(at, 1 + rng.below(8)); break;
+        default: t = t.substr(0, at); break;
+      }
+    }
+    try {
+      load(t);
+      ++loaded;
+    } catch (const interp::Error&) {
+      ++rejected;
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << "not an interp::Error: " << e.what() << "\nfor input: " << t;
+    }
+  }
+  EXPECT_GT(rejected, 1000);
+  std::remove(path.c_str());
 }
 
 }  // namespace

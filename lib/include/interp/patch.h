@@ -103,7 +103,7 @@ struct VariantOptions {
   // and positions before the first edited one. Layers: skip layers only. None: plain batching.
   Reuse reuse = Reuse::Auto;
   int64_t max_rows = 128;         // rows (variants x prompts) per forward
-  int64_t overhead_tokens = 48;   // batch planning: a forward's fixed cost in tokens
+  int64_t overhead_tokens = 128;  // batch planning: a forward's fixed cost in tokens
   bool progress = false;          // print progress with rate and ETA to stderr
 };
 
@@ -192,5 +192,37 @@ PatchResult attribution_patching(const HookedModel& model, const at::Tensor& cle
 
 // JSON of a result (values, normalized, labels, baselines, stats).
 std::string to_json(const PatchResult& result, int indent = 2);
+
+}  // namespace interp
+
+namespace interp {
+
+class Tokenizer;
+
+// ---- prompt pairs -----------------------------------------------------------------------------
+// A JSON file of clean / corrupted prompt pairs:
+//   {"pairs": [{"clean": "When Mary and John ...", "corrupted": "When Mary and John ...",
+//               "answer": " Mary", "wrong": " John"},
+//              {"clean_tokens": [5, 17, 9], "corrupted_tokens": [5, 21, 9], "answer": 12, "wrong": 40}],
+//    "prepend_bos": true}
+// Text goes through the tokenizer (BOS prepended when the tokenizer has one, unless prepend_bos is
+// false); answers are a token id or a text that is exactly one token. "corrupted" and "wrong" may be
+// left out where nothing needs them (ablation, answer_prob). All prompts must have one length.
+struct PromptPairs {
+  at::Tensor clean, corrupted;           // [n, pos] int64 (corrupted undefined if no pair has one)
+  at::Tensor answers, wrong;             // [n] int64 (undefined if absent)
+  std::vector<std::string> pos_labels;   // the first clean prompt's tokens, for pictures
+};
+PromptPairs load_prompt_pairs(const std::string& path, const Tokenizer* tokenizer);
+
+// ---- pictures ---------------------------------------------------------------------------------
+// An SVG heatmap of a result's normalized values (values where the baselines agree): rows are layers
+// (x heads for three axes), columns positions (labelled with `pos_labels`) or heads; a diverging
+// colour scale centred on 0 with a legend; each cell's <title> holds its label and both numbers.
+std::string heatmap_svg(const PatchResult& result, const std::vector<std::string>& pos_labels,
+                        const std::string& title);
+// A self-contained page showing the heatmap, the baselines, the run's statistics and the top sites.
+std::string report_html(const PatchResult& result, const std::string& svg, const std::string& title,
+                        const std::vector<std::pair<std::string, std::string>>& facts);
 
 }  // namespace interp

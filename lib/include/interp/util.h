@@ -51,4 +51,7 @@ class Rng {
   uint64_t state_;
 };
 
+// Writes `text` to `path` atomically (temporary file, fsync, rename): readers never see half a file.
+void write_text_file(const std::string& path, const std::string& text);
+
 }  // namespace interp

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "interp/error.h"
+#include "io/atomic_file.h"
 
 namespace interp {
 namespace {
@@ -133,6 +134,12 @@ std::vector<int64_t> Rng::permutation(int64_t n) {
   for (int64_t i = 0; i < n; ++i) p[static_cast<size_t>(i)] = i;
   shuffle(p);
   return p;
+}
+
+void write_text_file(const std::string& path, const std::string& text) {
+  AtomicFile f(path);
+  f.write(text.data(), text.size());
+  f.commit();
 }
 
 }  // namespace interp

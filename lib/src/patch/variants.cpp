@@ -218,14 +218,17 @@ at::Tensor run_variants(const HookedModel& model, const at::Tensor& tokens_in,
   std::vector<std::optional<Entry>> entries(static_cast<size_t>(V));
   std::vector<std::string> want;
   std::optional<Entry> earliest;
-  int64_t p_check = 0;
+  int64_t p_lo = 0, p_hi = 0;  // the smallest and largest first positions > 0: the suffix checks
   for (int64_t v = 0; v < V; ++v) {
     auto& e = entries[static_cast<size_t>(v)] = E.variant_entry(res[static_cast<size_t>(v)]);
     if (!e) continue;
     want.push_back(e->name);
     if (!earliest || e->order < earliest->order) earliest = e;
     int64_t p = E.first_pos(res[static_cast<size_t>(v)]);
-    if (p < E.T) p_check = std::max(p_check, p);
+    if (p > 0 && p < E.T) {
+      p_lo = p_lo == 0 ? p : std::min(p_lo, p);
+      p_hi = std::max(p_hi, p);
+    }
   }
   bool have_kv = true;
   for (const auto& kv : E.kv_names(0)) {
@@ -247,10 +250,11 @@ at::Tensor run_variants(const HookedModel& model, const at::Tensor& tokens_in,
     std::string why;
     if (!earliest) why = "no variant edits a point inside the blocks";
     else if (m == Mode::Suffix && !have_kv) why = "the model has no attn.hook_k / hook_v points";
-    else if (m == Mode::Suffix && p_check == 0) why = "every variant edits position 0 or all positions";
+    else if (m == Mode::Suffix && p_lo == 0) why = "every variant edits position 0 or all positions";
     if (why.empty()) {
       try {
-        double d = E.check(m, *earliest, m == Mode::Suffix ? p_check : 0);
+        double d = E.check(m, *earliest, m == Mode::Suffix ? p_lo : 0);
+        if (m == Mode::Suffix && p_hi != p_lo) d = std::max(d, E.check(m, *earliest, p_hi));
         double scale = std::max(1.0, E.base_logits.abs().max().item<double>());
         E.stats.check_max_diff = d;
         if (d <= 1e-4 * scale) {
@@ -320,7 +324,7 @@ at::Tensor run_variants(const HookedModel& model, const at::Tensor& tokens_in,
 
   int64_t done = 0, total = 0;
   for (const auto& b : batches) total += static_cast<int64_t>(b.vars.size());
-  auto t_run = Clock::now();
+  auto t_run = Clock::now(), t_print = t_run;
   for (const auto& b : batches) {
     std::vector<const std::vector<Resolved>*> vars;
     for (int64_t v : b.vars) vars.push_back(&res[static_cast<size_t>(v)]);
@@ -328,7 +332,8 @@ at::Tensor run_variants(const HookedModel& model, const at::Tensor& tokens_in,
     for (size_t k = 0; k < b.vars.size(); ++k)
       out[b.vars[k]] = E.metric_of(lg.narrow(0, static_cast<int64_t>(k) * E.B, E.B));
     done += static_cast<int64_t>(b.vars.size());
-    if (opt.progress) {
+    if (opt.progress && (done == total || std::chrono::duration<double>(Clock::now() - t_print).count() > 0.5)) {
+      t_print = Clock::now();
       double s = std::chrono::duration<double>(Clock::now() - t_run).count();
       double rate = done / std::max(s, 1e-9);
       std::fprintf(stderr, "\rpatch: %lld/%lld variants  %.1f variants/s  ETA %.0fs   ", static_cast<long long>(done),
