@@ -50,6 +50,15 @@ rm -rf "$out/sae-synthetic"
 "$interp" train-sae --synthetic --features 256 --d 128 --d-sae 512 --k 8 --steps 1200 --batch 1024 --lr 2e-3 \
   --checkpoint-every 0 --out "$out/sae-synthetic"
 
+echo; echo "== interp patch: resid_pre by layer x position on prompt pairs (batched; clean into corrupted)"
+"$interp" patch "$out/small_trace.pt" --pairs examples/patching/pairs.json --tokenizer "$out/brown-1k.model" \
+  --hook resid_pre --by layer,pos --metric logit_diff --out "$out/patch-resid"
+echo; echo "== interp patch --method attribution, and interp ablate: attention heads (mean ablation)"
+"$interp" patch "$out/small_trace.pt" --pairs examples/patching/pairs.json --tokenizer "$out/brown-1k.model" \
+  --method attribution --hook z --by layer,head --out "$out/patch-attr"
+"$interp" ablate "$out/small_trace.pt" --pairs examples/patching/pairs.json --tokenizer "$out/brown-1k.model" \
+  --hook z --by layer,head --ablation mean --out "$out/ablate-heads"
+
 echo; echo "== interp run: next-token prediction (random weights for now: expect a flat distribution)"
 "$interp" run "$out/small_script.pt" --tokens "$tokens" --top-k 3
 
@@ -59,4 +68,5 @@ echo "cache:     $out/cache.safetensors ($(stat -c %s "$out/cache.safetensors") 
 echo "tokenizer: $out/brown-1k.model"
 echo "store:     $out/store ($(du -sh "$out/store" | cut -f1), manifest $out/store/manifest.json)"
 echo "sae:       $out/sae (SAELens layout), evaluation $out/sae-eval.json; ground truth $out/sae-synthetic"
-echo "next:      docs/getting-started.md, docs/store.md, docs/sae.md"
+echo "patching:  $out/patch-resid/index.html, $out/patch-attr/index.html, $out/ablate-heads/index.html (results.json, heatmap.svg)"
+echo "next:      docs/getting-started.md, docs/store.md, docs/sae.md, docs/patching.md"
