@@ -83,6 +83,34 @@ TEST_P(Golden, PatchOnePositionOfResidPostFromAnotherRun) {
   EXPECT_GT(interp::test::max_abs_diff(patched, g("logits")), 1e-3) << "the patch changed nothing";
 }
 
+TEST_P(Golden, StartAtAResidualPointSkipsWhatComesBefore) {
+  // Starting at a residual point with the golden value there gives the golden logits; hooks before
+  // the point do not run (that computation is gone), hooks on and after it do.
+  const int L = model_->info().n_layers - 1;
+  for (const std::string point : {std::string("blocks.0.hook_resid_pre"), interp::act_name("resid_pre", L),
+                                  interp::act_name("resid_post", L)}) {
+    interp::RunOptions o;
+    o.start_at = point;
+    o.start_value = g("act." + point);
+    int before = 0, at_point = 0, after = 0;
+    at::Tensor logits = model_->run_with_hooks(
+        g("tokens"), {{"hook_embed", [&](at::Tensor&, const std::string&) { ++before; }},
+                      {point, [&](at::Tensor&, const std::string&) { ++at_point; }},
+                      {"ln_final.hook_normalized", [&](at::Tensor&, const std::string&) { ++after; }}},
+        o);
+    EXPECT_TRUE(close(logits, g("logits"), 1e-5, "logits started at " + point));
+    EXPECT_EQ(before, 0) << point;
+    EXPECT_EQ(at_point, 1) << point;
+    EXPECT_EQ(after, 1) << point;
+    // A different value at the start changes the result: the value is really used.
+    o.start_value = at::zeros_like(o.start_value);
+    EXPECT_GT(interp::test::max_abs_diff(model_->forward(g("tokens"), o), g("logits")), 1e-3) << point;
+  }
+  interp::RunOptions bad;
+  bad.start_at = "blocks.0.hook_resid_pre";
+  EXPECT_THROW(model_->forward(g("tokens"), bad), interp::Error);
+}
+
 TEST_P(Golden, ZeroOneHeadOfZ) {
   const std::string hook = golden_.metadata.at("zero_head_hook");
   const int64_t head = std::stoll(golden_.metadata.at("zero_head"));

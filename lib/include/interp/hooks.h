@@ -112,6 +112,13 @@ struct RunOptions {
   // model's structure, like the batched patcher in interp/patch.h, which widens the batch at a
   // residual point and prepends cached keys/values; the model must cope with the new shapes.
   bool allow_reshape = false;
+  // Start the forward at a hook point (a residual-stream point such as "blocks.3.hook_resid_pre")
+  // with `start_value` as its value: a copy of the graph without the computation before that point
+  // runs (built once per point). Hooks on the point and after it run as usual; anything later that
+  // the model computes from the tokens (masks, positions) still comes from `tokens`, so pass tokens
+  // of the value's batch and length.
+  std::string start_at;
+  at::Tensor start_value;
 };
 
 class HookedModel;

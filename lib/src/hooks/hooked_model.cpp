@@ -12,6 +12,7 @@
 #include <sstream>
 #include <cstring>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "hooks/hook_op.h"
 #include "hooks/names.h"
@@ -51,6 +52,10 @@ struct HookedModel::Impl {
   torch::jit::Module module;
   c10::Device device{c10::kCPU};
   std::unique_ptr<torch::jit::GraphFunction> fn;
+  std::shared_ptr<torch::jit::Graph> graph;  // the rewritten forward graph
+  mutable std::mutex from_mu;
+  mutable std::map<int64_t, std::unique_ptr<torch::jit::GraphFunction>> from_fns;  // by start point id
+  torch::jit::GraphFunction* function_from(int64_t id) const;
   std::vector<c10::IValue> extra_args;  // defaults for forward's inputs after the tokens
   std::vector<detail::RewrittenPoint> raw;  // by hook id
   std::vector<HookPoint> points;            // forward order
@@ -135,6 +140,53 @@ class RunState final : public detail::HookRuntime {
   std::vector<std::shared_ptr<const HookFn>> keep_;
 };
 
+namespace {
+
+// A copy of `full` that starts at hook `id`: the hook's input becomes a new graph input and every
+// node the outputs no longer need is removed (the hook op's side effects do not keep it alive here).
+std::shared_ptr<torch::jit::Graph> graph_from_point(torch::jit::Graph& full, int64_t id, const std::string& name) {
+  using namespace torch::jit;
+  std::shared_ptr<Graph> g = full.copy();
+  Node* entry = nullptr;
+  for (Node* n : g->block()->nodes())
+    if (n->kind() == detail::hook_symbol() && toIValue(n->input(1))->toInt() == id) entry = n;
+  if (!entry)
+    throw Error(fmt::format("cannot start a run at '{}': the point is inside control flow in the graph; start at "
+                            "a residual-stream point (blocks.L.hook_resid_pre)", name));
+  Value* start = g->addInput("interp_start")->setType(TensorType::get());
+  entry->replaceInput(0, start);
+  std::unordered_set<Value*> live(g->outputs().begin(), g->outputs().end());
+  std::function<void(Block*)> uses_in = [&](Block* b) {
+    for (Node* n : b->nodes()) {
+      for (Value* v : n->inputs()) live.insert(v);
+      for (Block* sub : n->blocks()) uses_in(sub);
+    }
+    for (Value* v : b->outputs()) live.insert(v);
+  };
+  std::vector<Node*> dead;
+  for (Node* n : g->block()->nodes().reverse()) {
+    bool used = std::any_of(n->outputs().begin(), n->outputs().end(), [&](Value* o) { return live.count(o) > 0; });
+    if (!used) {
+      dead.push_back(n);
+      continue;
+    }
+    for (Value* v : n->inputs()) live.insert(v);
+    for (Block* sub : n->blocks()) uses_in(sub);
+  }
+  for (Node* n : dead) n->destroy();  // users before producers
+  return g;
+}
+
+}  // namespace
+
+torch::jit::GraphFunction* HookedModel::Impl::function_from(int64_t id) const {
+  std::lock_guard<std::mutex> lock(from_mu);
+  auto& f = from_fns[id];
+  if (!f) f = std::make_unique<torch::jit::GraphFunction>(fmt::format("interp_forward_from_{}", id),
+                                                           graph_from_point(*graph, id, raw[id].names[0]), nullptr);
+  return f.get();
+}
+
 at::Tensor HookedModel::Impl::run(const at::Tensor& tokens_in, RunState* rs, const RunOptions& opt) const {
   if (!tokens_in.defined()) throw Error("tokens: undefined tensor");
   at::Tensor tokens = tokens_in.dim() == 1 ? tokens_in.unsqueeze(0) : tokens_in;
@@ -169,15 +221,24 @@ at::Tensor HookedModel::Impl::run(const at::Tensor& tokens_in, RunState* rs, con
     rs->reshape = opt.allow_reshape;
   }
 
+  torch::jit::GraphFunction* f = fn.get();
+  if (!opt.start_at.empty()) {
+    int64_t id = id_of(opt.start_at);
+    if (!opt.start_value.defined())
+      throw Error(fmt::format("start_at '{}' needs start_value, the point's value", opt.start_at));
+    f = function_from(id);
+  }
+
   at::AutoGradMode grad_mode(opt.grad);
   detail::RuntimeScope scope(rs);
   torch::jit::Stack stack;
-  stack.reserve(2 + extra_args.size());
+  stack.reserve(3 + extra_args.size());
   stack.emplace_back(module._ivalue());
   stack.emplace_back(tokens);
   for (const auto& a : extra_args) stack.push_back(a);
+  if (f != fn.get()) stack.emplace_back(opt.start_value.to(device));
   try {
-    fn->run(stack);
+    f->run(stack);
   } catch (...) {
     if (rs && rs->error) std::rethrow_exception(rs->error);
     if (rs && rs->did_stop) return rs->stopped;
@@ -372,6 +433,7 @@ HookedModel HookedModel::load(const std::string& path, const LoadOptions& option
     throw Error(fmt::format("{}: could not rewrite the forward graph: {}", path, first_line(e.what_without_backtrace())));
   }
   m->raw = std::move(rw.points);
+  m->graph = rw.graph;
   m->fn = std::make_unique<torch::jit::GraphFunction>("interp_hooked_forward", rw.graph, nullptr);
   m->info.n_layers = static_cast<int>(rw.blocks.size());
   m->info.n_ctx = context_length(m->module, rw.pos_embed_path);

@@ -119,17 +119,19 @@ struct Engine {
       return x.repeat(reps);
     };
     at::Tensor graph_tokens = mode == Mode::None ? repeat_rows(tokens) : p > 0 ? tokens.narrow(1, p, T - p) : tokens;
+    RunOptions ro;
     if (mode != Mode::None) {
-      if (p > 0) {
-        at::Tensor src = base[entry->name].narrow(1, p, T - p);
-        hooks.emplace_back(entry->name, [src, repeat_rows](at::Tensor& act, const std::string&) { act = repeat_rows(src); });
+      // Start at the entry with the base run's value there (its later positions), widened to every
+      // variant's rows; the layers below are not run at all.
+      ro.allow_reshape = true;
+      ro.start_at = entry->name;
+      ro.start_value = p > 0 ? base[entry->name].narrow(1, p, T - p) : base[entry->name];
+      hooks.emplace_back(entry->name, [repeat_rows](at::Tensor& act, const std::string&) { act = repeat_rows(act); });
+      if (p > 0)
         for (const auto& kv : kv_names(entry->kv_from)) {
           at::Tensor prefix = repeat_rows(base[kv].narrow(1, 0, p));
           hooks.emplace_back(kv, [prefix](at::Tensor& act, const std::string&) { act = at::cat({prefix, act}, 1); });
         }
-      } else {
-        hooks.emplace_back(entry->name, [repeat_rows](at::Tensor& act, const std::string&) { act = repeat_rows(act); });
-      }
     }
     // The interventions, grouped by point; each edits its variant's rows.
     std::map<std::string, std::vector<std::pair<int64_t, const Resolved*>>> by_point;
@@ -165,8 +167,6 @@ struct Engine {
         break;
       }
     }
-    RunOptions ro;
-    ro.allow_reshape = mode != Mode::None;
     at::Tensor logits = model.run_with_hooks(graph_tokens, hooks, ro);
     ++stats.forwards;
     stats.rows += nv * B;
