@@ -21,6 +21,7 @@ struct Common {
   std::string pairs, tokenizer, hook = "resid_pre", by = "layer,pos", metric = "logit_diff", out;
   std::string reuse = "auto";
   int64_t position = -1, max_rows = 128;
+  CLI::Option* position_opt = nullptr;
   void add_to(CLI::App& cmd) {
     model.add_to(cmd);
     cmd.add_option("--pairs", pairs, "prompt pairs JSON (docs/patching.md)")->required();
@@ -29,7 +30,10 @@ struct Common {
         ->capture_default_str();
     cmd.add_option("--by", by, "sweep axes: layer | layer,pos | layer,head | layer,head,pos")->capture_default_str();
     cmd.add_option("--metric", metric, "logit_diff | prob | loss | kl")->capture_default_str();
-    cmd.add_option("--position", position, "position the metric reads (negative: from the end)")->capture_default_str();
+    position_opt = cmd.add_option("--position", position,
+                                  "position the metric reads (negative: from the end; default: the pairs file's "
+                                  "\"position\", else -1)")
+                       ->capture_default_str();
     cmd.add_option("--reuse", reuse, "batched runs: auto | suffix | layers | none (see docs/patching.md)")->capture_default_str();
     cmd.add_option("--max-rows", max_rows, "rows (variants x prompts) per batched forward")
         ->check(CLI::PositiveNumber)
@@ -55,6 +59,7 @@ struct Common {
   }
   // `reference_logits`: the run the KL is measured against.
   Metric make_metric(const PromptPairs& p, const at::Tensor& reference_logits) const {
+    const int64_t position = position_opt->count() == 0 && p.position ? *p.position : this->position;
     auto need = [&](const at::Tensor& t, const char* field) {
       if (!t.defined())
         throw Error(fmt::format("--metric {} needs \"{}\" in every pair of {}", metric, field, pairs));

@@ -247,6 +247,13 @@ TEST(PromptPairs, FuzzedFilesLoadOrSayWhatIsWrong) {
   EXPECT_EQ(p.clean.sizes(), (std::vector<int64_t>{2, 3}));
   EXPECT_EQ(p.corrupted[1][1].item<int64_t>(), 6);
   EXPECT_EQ(p.answers[0].item<int64_t>(), 3);
+  EXPECT_FALSE(p.position.has_value());
+  std::string with_pos = good;
+  with_pos.insert(with_pos.size() - 1, ", \"position\": -2");
+  EXPECT_EQ(load(with_pos).position.value_or(0), -2);
+  std::string bad_pos = good;
+  bad_pos.insert(bad_pos.size() - 1, ", \"position\": 3");
+  EXPECT_THROW(load(bad_pos), interp::Error);
   interp::Rng rng(11);
   const std::string alphabet = "{}[]\",:0123456789-. abcnulltrue";
   int loaded = 0, rejected = 0;

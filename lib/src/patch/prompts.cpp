@@ -73,6 +73,10 @@ PromptPairs load_prompt_pairs(const std::string& path, const Tokenizer* tok) {
   };
 
   PromptPairs out;
+  if (j.contains("position")) {
+    if (!j["position"].is_number_integer()) throw Error(fmt::format("{}: \"position\" must be an integer", path));
+    out.position = j["position"].get<int64_t>();
+  }
   std::vector<int64_t> clean, corrupted, answers, wrong;
   int64_t T = -1, n = 0, n_corrupted = 0, n_answers = 0, n_wrong = 0;
   for (size_t i = 0; i < j["pairs"].size(); ++i) {
@@ -107,6 +111,8 @@ PromptPairs load_prompt_pairs(const std::string& path, const Tokenizer* tok) {
   check_all(n_corrupted, "corrupted");
   check_all(n_answers, "answer");
   check_all(n_wrong, "wrong");
+  if (out.position && (*out.position >= T || *out.position < -T))
+    throw Error(fmt::format("{}: position {} is outside prompts of {} tokens", path, *out.position, T));
   out.clean = at::tensor(clean, at::kLong).view({n, T});
   if (n_corrupted) out.corrupted = at::tensor(corrupted, at::kLong).view({n, T});
   if (n_answers) out.answers = at::tensor(answers, at::kLong);

@@ -72,7 +72,9 @@ std::string heatmap_svg(const PatchResult& r, const std::vector<std::string>& po
   size_t longest = 0;
   for (const auto& l : col_labels) longest = std::max(longest, l.size());
   const int label_h = static_cast<int>(std::min<size_t>(longest, 24) * 7 + 10);
-  const int width = left + static_cast<int>(cols) * cw + 90, height = top + static_cast<int>(rows) * ch + label_h + 10;
+  const int width = std::max<int>({left + static_cast<int>(cols) * cw + 90, left + static_cast<int>(title.size()) * 8 + 20,
+                                   left + 80 * 6 + 20}),
+            height = top + static_cast<int>(rows) * ch + label_h + 10;
   std::string s = fmt::format(
       "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" font-family=\"sans-serif\" font-size=\"11\">\n"
       "<text x=\"{}\" y=\"16\" font-size=\"13\" font-weight=\"bold\">{}</text>\n"
