@@ -31,6 +31,10 @@ struct Resolved {
 };
 Resolved resolve(const HookedModel& model, const Intervention& iv, int64_t n_pos);
 
+std::vector<Resolved> resolve_all(const HookedModel& model, const std::vector<Intervention>& ivs, int64_t n_pos);
+// One hook per intervention, each editing a copy of the whole activation. `rs` must outlive the run.
+std::vector<std::pair<std::string, HookFn>> intervention_hooks(const std::vector<Resolved>& rs, int64_t n_pos);
+
 // Applies `r` to `rows` (a view of the activation holding one variant's prompts, modified in place).
 // pos_offset: the activation's first position in prompt coordinates (the suffix start); keys of
 // hook_k / hook_v / patterns are always complete. n_pos: the prompt's length.

@@ -147,6 +147,23 @@ void apply(at::Tensor rows, const Resolved& r, int64_t pos_offset, int64_t n_pos
   rows.copy_(edited);
 }
 
+std::vector<Resolved> resolve_all(const HookedModel& model, const std::vector<Intervention>& ivs, int64_t n_pos) {
+  std::vector<Resolved> rs;
+  rs.reserve(ivs.size());
+  for (const auto& iv : ivs) rs.push_back(resolve(model, iv, n_pos));
+  return rs;
+}
+
+std::vector<std::pair<std::string, HookFn>> intervention_hooks(const std::vector<Resolved>& rs, int64_t n_pos) {
+  std::vector<std::pair<std::string, HookFn>> hooks;
+  for (const auto& r : rs)
+    hooks.emplace_back(r.axes.name, [&r, n_pos](at::Tensor& act, const std::string&) {
+      act = act.clone();
+      apply(act, r, 0, n_pos);
+    });
+  return hooks;
+}
+
 }  // namespace detail
 
 namespace {
@@ -211,16 +228,8 @@ Intervention resample_ablation(const HookedModel& model, const std::string& hook
 at::Tensor run_with_interventions(const HookedModel& model, const at::Tensor& tokens,
                                   const std::vector<Intervention>& interventions, const RunOptions& options) {
   int64_t n_pos = tokens.dim() == 1 ? tokens.size(0) : tokens.size(-1);
-  std::vector<detail::Resolved> rs;
-  rs.reserve(interventions.size());
-  for (const auto& iv : interventions) rs.push_back(detail::resolve(model, iv, n_pos));
-  std::vector<std::pair<std::string, HookFn>> hooks;
-  for (const auto& r : rs)
-    hooks.emplace_back(r.axes.name, [&r, n_pos](at::Tensor& act, const std::string&) {
-      act = act.clone();
-      detail::apply(act, r, 0, n_pos);
-    });
-  return model.run_with_hooks(tokens, hooks, options);
+  auto rs = detail::resolve_all(model, interventions, n_pos);
+  return model.run_with_hooks(tokens, detail::intervention_hooks(rs, n_pos), options);
 }
 
 // ---- metrics ----------------------------------------------------------------------------------

@@ -175,15 +175,8 @@ std::pair<at::Tensor, ActivationCache> run_cached(const HookedModel& model, cons
                                                   const std::vector<Intervention>& ivs,
                                                   const std::vector<std::string>& cache_names) {
   int64_t n_pos = as_batch(tokens).size(1);
-  std::vector<detail::Resolved> rs;
-  for (const auto& iv : ivs) rs.push_back(detail::resolve(model, iv, n_pos));
-  std::vector<std::pair<std::string, HookFn>> hooks;
-  for (const auto& r : rs)
-    hooks.emplace_back(r.axes.name, [&r, n_pos](at::Tensor& act, const std::string&) {
-      act = act.clone();
-      detail::apply(act, r, 0, n_pos);
-    });
-  return model.run_with_hooks_and_cache(tokens, hooks, names_filter(cache_names));
+  auto rs = detail::resolve_all(model, ivs, n_pos);
+  return model.run_with_hooks_and_cache(tokens, detail::intervention_hooks(rs, n_pos), names_filter(cache_names));
 }
 
 }  // namespace

@@ -210,9 +210,8 @@ at::Tensor run_variants(const HookedModel& model, const at::Tensor& tokens_in,
   auto t0 = Clock::now();
   Engine E(model, tokens_in, metric, opt);
   const int64_t V = static_cast<int64_t>(variants.size());
-  std::vector<std::vector<Resolved>> res(static_cast<size_t>(V));
-  for (int64_t v = 0; v < V; ++v)
-    for (const auto& iv : variants[static_cast<size_t>(v)]) res[static_cast<size_t>(v)].push_back(detail::resolve(model, iv, E.T));
+  std::vector<std::vector<Resolved>> res;
+  for (const auto& ivs : variants) res.push_back(detail::resolve_all(model, ivs, E.T));
 
   // The base run: logits, and the residual points and keys/values the shortcuts start from.
   std::vector<std::optional<Entry>> entries(static_cast<size_t>(V));
