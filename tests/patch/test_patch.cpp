@@ -203,6 +203,24 @@ TEST_P(Patch, PathPatchingMatchesGolden) {
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, Patch, ::testing::ValuesIn(kFixtures));
 
+// The same weights exported before the exporters sliced the causal mask by query and key length
+// (mask[:p, :p]): the suffix shortcut's check must catch it, fall back, and still be right.
+TEST(PatchFallback, ModelWithSquareMaskFallsBackToLayersAndStaysExact) {
+  auto model = HookedModel::load(fixture("tiny_script_square_mask.pt"));
+  auto golden = interp::safetensors_load(fixture("patch_tiny.golden.safetensors"));
+  auto g = [&](const char* n) { return golden.tensors.at(n); };
+  auto metric = interp::logit_diff(g("answers"), g("wrong"));
+  auto r = interp::patch_sweep(model, g("clean"), g("corrupted"), "resid_pre", {"layer", "pos"}, metric);
+  EXPECT_EQ(r.stats.mode, "layers");
+  EXPECT_NE(r.stats.fallback.find("suffix mode not used"), std::string::npos) << r.stats.fallback;
+  EXPECT_TRUE(close(r.values.reshape({-1}), g("sweep.resid_pre.layer,pos"), 1e-5, "after falling back"));
+  interp::VariantOptions forced;
+  forced.reuse = Reuse::Suffix;
+  EXPECT_THROW(interp::patch_sweep(model, g("clean"), g("corrupted"), "resid_pre", {"layer", "pos"}, metric,
+                                   interp::Direction::Denoise, forced),
+               interp::Error);
+}
+
 TEST(PatchErrors, BadInputsSayWhatIsWrong) {
   auto model = HookedModel::load(fixture("tiny_script.pt"));
   at::Tensor a = at::zeros({2, 8}, at::kLong), b = at::zeros({2, 7}, at::kLong);
