@@ -199,6 +199,7 @@ TEST_P(Patch, PathPatchingMatchesGolden) {
   EXPECT_NEAR(v, g("path.value").item<double>(), 1e-5);
   auto heads = interp::path_patch_heads(model(), g("clean"), g("corrupted"), receivers, metric());
   EXPECT_TRUE(close(heads.values, g("path.heads"), 1e-5, "path patching every sender head"));
+  EXPECT_EQ(heads.stats.forwards, 2) << "all 8 senders share the two batched runs";
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, Patch, ::testing::ValuesIn(kFixtures));

@@ -6,6 +6,8 @@
 #include <nlohmann/json.hpp>
 #include <torch/csrc/autograd/autograd.h>
 
+#include <chrono>
+#include <map>
 #include <set>
 
 #include "interp/error.h"
@@ -205,27 +207,86 @@ double path_patching(const HookedModel& model, const at::Tensor& clean, const at
   return metric_value(metric, run_with_interventions(model, base, recv));
 }
 
-PatchResult path_patch_heads(const HookedModel& model, const at::Tensor& clean, const at::Tensor& corrupted,
+namespace {
+
+// Variants stacked along the batch with no shortcuts: `base` repeated once per variant, each
+// variant's interventions applied to its rows. Caches `cache_names` (all rows).
+std::pair<at::Tensor, ActivationCache> tiled_run(const HookedModel& model, const at::Tensor& base,
+                                                 const std::vector<std::vector<Intervention>>& variants,
+                                                 const std::vector<std::string>& cache_names) {
+  const int64_t B = base.size(0), T = base.size(1), nv = static_cast<int64_t>(variants.size());
+  std::vector<std::vector<detail::Resolved>> res;
+  for (const auto& ivs : variants) res.push_back(detail::resolve_all(model, ivs, T));
+  std::map<std::string, std::vector<std::pair<int64_t, const detail::Resolved*>>> by_point;
+  for (int64_t v = 0; v < nv; ++v)
+    for (const auto& r : res[static_cast<size_t>(v)]) by_point[r.axes.name].emplace_back(v, &r);
+  std::vector<std::pair<std::string, HookFn>> hooks;
+  for (const auto& [name, items] : by_point)
+    hooks.emplace_back(name, [&items = items, B, T](at::Tensor& act, const std::string&) {
+      act = act.clone();
+      for (const auto& [v, r] : items) detail::apply(act.narrow(0, v * B, B), *r, 0, T);
+    });
+  return model.run_with_hooks_and_cache(base.repeat({nv, 1}), hooks, names_filter(cache_names));
+}
+
+}  // namespace
+
+PatchResult path_patch_heads(const HookedModel& model, const at::Tensor& clean_in, const at::Tensor& corrupted_in,
                              const std::vector<PatchSite>& receivers, const Metric& metric, Direction direction) {
-  check_pair(clean, corrupted);
+  check_pair(clean_in, corrupted_in);
+  if (receivers.empty()) throw Error("path patching needs at least one receiver");
+  auto t0 = std::chrono::steady_clock::now();
+  const at::Tensor clean = as_batch(clean_in).to(model.device(), at::kLong);
+  const at::Tensor corrupted = as_batch(corrupted_in).to(model.device(), at::kLong);
+  const bool noise = direction == Direction::Noise;
+  const at::Tensor& base = noise ? clean : corrupted;
+  const at::Tensor& source = noise ? corrupted : clean;
+  const int64_t B = base.size(0);
   std::vector<int64_t> shape;
-  auto sites = sweep_sites(model, "z", {"layer", "head"}, as_batch(clean).size(1), &shape);
+  auto senders = sweep_sites(model, "z", {"layer", "head"}, base.size(1), &shape);
+  std::vector<std::string> z_names;
+  for (int L = 0; L < model.info().n_layers; ++L) z_names.push_back(act_name("z", L));
+  auto [base_logits, base_cache] = model.run_with_cache(base, names_filter(z_names));
+  auto [src_logits, src_cache] = model.run_with_cache(source, names_filter(z_names));
   PatchResult r;
   r.hook = "z";
   r.axes = {"layer", "head"};
   r.shape = shape;
   r.metric = metric.name;
-  r.direction = direction == Direction::Noise ? "path-noise" : "path-denoise";
-  r.clean = metric_value(metric, model.forward(clean));
-  r.corrupted = metric_value(metric, model.forward(corrupted));
+  r.direction = noise ? "path-noise" : "path-denoise";
+  r.clean = metric_value(metric, noise ? base_logits : src_logits);
+  r.corrupted = metric_value(metric, noise ? src_logits : base_logits);
+  r.stats.mode = "path (batched)";
   std::vector<double> vals;
-  for (const auto& s : sites) {
-    vals.push_back(path_patching(model, clean, corrupted, {s}, receivers, metric, direction));
-    r.labels.push_back(s.label);
+  const size_t chunk = static_cast<size_t>(std::max<int64_t>(1, 128 / B));
+  for (size_t first = 0; first < senders.size(); first += chunk) {
+    const size_t n = std::min(chunk, senders.size() - first);
+    // Run 2, every sender of the chunk in its own rows: heads frozen to the base run, the sender
+    // from the source; the receivers' values recorded.
+    std::vector<std::vector<Intervention>> run2(n);
+    for (size_t i = 0; i < n; ++i) {
+      for (const auto& z : z_names) run2[i].push_back(replace_with(z, base_cache[z]));
+      const auto& s = senders[first + i];
+      run2[i].push_back(replace_with(s.hook, src_cache[s.hook], s.where));
+    }
+    std::vector<std::string> recv_names;
+    for (const auto& rc : receivers) recv_names.push_back(rc.hook);
+    auto cache2 = tiled_run(model, base, run2, recv_names).second;
+    // Run 3: the base run with only the receivers patched to those values.
+    std::vector<std::vector<Intervention>> run3(n);
+    for (size_t i = 0; i < n; ++i)
+      for (const auto& rc : receivers)
+        run3[i].push_back(replace_with(rc.hook, cache2[rc.hook].narrow(0, static_cast<int64_t>(i) * B, B), rc.where));
+    at::Tensor logits3 = tiled_run(model, base, run3, {}).first;
+    for (size_t i = 0; i < n; ++i) {
+      vals.push_back(metric_value(metric, logits3.narrow(0, static_cast<int64_t>(i) * B, B)));
+      r.labels.push_back(senders[first + i].label);
+    }
+    r.stats.forwards += 2;
+    r.stats.rows += 2 * static_cast<int64_t>(n) * B;
   }
   r.values = at::tensor(vals, at::kDouble);
-  r.stats.mode = "path";
-  r.stats.forwards = 2 * static_cast<int64_t>(sites.size());
+  r.stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   finish(r);
   return r;
 }
