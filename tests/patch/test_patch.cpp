@@ -129,6 +129,21 @@ TEST_P(Patch, InterventionsMatchGolden) {
     EXPECT_TRUE(close(interp::run_with_interventions(model(), g("clean"), {iv}), g("iv." + kind + ".logits"), 1e-5, kind));
   EXPECT_TRUE(close(interp::run_with_interventions(model(), g("clean"), {zero, mean, add, scale, replace}),
                     g("iv.all.logits"), 1e-5, "all five composed"));
+  // A pooled mean (one value for every position) broadcasts, alone and in a batched ablation sweep.
+  auto pooled = interp::mean_ablation(model(), "blocks.0.hook_attn_out", g("reference"), false, {{3}, {}, {}});
+  auto [rl, rc] = model().run_with_cache(g("reference"), interp::names_filter(std::vector<std::string>{"blocks.0.hook_attn_out"}));
+  at::Tensor want_mean = rc["blocks.0.hook_attn_out"].mean(at::IntArrayRef{0, 1}, true);
+  EXPECT_TRUE(close(pooled.value, want_mean, 1e-6, "pooled mean"));
+  at::Tensor by_hand = model().run_with_hooks(g("clean"), {{"blocks.0.hook_attn_out", [&](at::Tensor& a, const std::string&) {
+                                                              a = a.clone();
+                                                              a.select(1, 3).copy_(want_mean.select(1, 0).expand({2, -1}));
+                                                            }}});
+  EXPECT_TRUE(close(interp::run_with_interventions(model(), g("clean"), {pooled}), by_hand, 1e-6, "pooled mean ablation"));
+  auto short_ref = g("reference").narrow(1, 0, 5);  // another length: pooled automatically
+  auto sites = interp::sweep_sites(model(), "attn_out", {"layer", "pos"}, 8);
+  auto ab = interp::ablation_sweep(model(), g("clean"), short_ref, sites, interp::Ablation::Mean, metric());
+  EXPECT_EQ(ab.values.numel(), static_cast<int64_t>(sites.size()));
+  EXPECT_TRUE(at::isfinite(ab.values).all().item<bool>());
   // The same interventions as batched variants give the same metric values.
   std::vector<std::vector<interp::Intervention>> variants = {{zero}, {mean}, {add}, {scale}, {replace}, {}};
   auto m = metric();

@@ -116,7 +116,7 @@ void apply(at::Tensor rows, const Resolved& r, int64_t pos_offset, int64_t n_pos
     v = iv.value.to(rows.device(), rows.scalar_type());
     if (v.dim() == rows.dim()) {  // the activation's full shape: align positions with this run's
       auto slice_axis = [&](int axis, int64_t offset) {
-        if (axis < 0) return;
+        if (axis < 0 || v.size(axis) == 1) return;  // absent, or broadcast (a pooled mean)
         if (v.size(axis) != n_pos)
           throw Error(fmt::format("{}: value has shape {}, whose axis {} should be the prompt length {}", iv.hook,
                                   shape_of(iv.value.sizes()), axis, n_pos));
