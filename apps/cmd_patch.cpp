@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <cmath>
 #include <filesystem>
 #include <optional>
 
@@ -101,13 +102,19 @@ void write_outputs(const Common& c, const PatchResult& r, const PromptPairs& pai
   fmt::print("{}: {} = {:.4g} clean, {:.4g} {}; {} sites in {:.2f} s ({} forwards, mode {})\n", title, r.metric, r.clean,
              r.corrupted, r.direction.find("ablate") != std::string::npos ? "(n/a)" : "corrupted", r.labels.size(),
              r.stats.seconds, r.stats.forwards, r.stats.mode);
+  const bool ablate = r.direction.find("ablate") != std::string::npos;
+  if (std::abs(r.clean - r.corrupted) < 1e-12 || !std::isfinite(r.clean - r.corrupted))
+    fmt::print("warning: the {} run gives the same {} ({:.4g}) as the {} run, so normalized values are undefined "
+               "(null in results.json); check that the corruption changes what the metric reads\n",
+               ablate ? "ablated-nothing" : "clean", r.metric, r.clean, ablate ? "zero" : "corrupted");
   at::Tensor v = r.values.reshape({-1});
   double ref = r.direction.find("ablate") != std::string::npos ? r.clean : r.corrupted;
   auto order = (v - ref).abs().argsort(0, /*descending=*/true);
   for (int64_t k = 0; k < std::min<int64_t>(5, v.numel()); ++k) {
     int64_t i = order[k].item<int64_t>();
-    fmt::print("  {:<28} {} {:+.4f}  normalized {:+.3f}\n", r.labels[static_cast<size_t>(i)], r.metric,
-               v[i].item<double>(), r.normalized.reshape({-1})[i].item<double>());
+    double nz = r.normalized.reshape({-1})[i].item<double>();
+    fmt::print("  {:<28} {} {:+.4f}  normalized {}\n", r.labels[static_cast<size_t>(i)], r.metric, v[i].item<double>(),
+               std::isfinite(nz) ? fmt::format("{:+.3f}", nz) : "n/a");
   }
   fmt::print("wrote {0}/results.json, {0}/heatmap.svg, {0}/index.html\n", c.out);
 }
