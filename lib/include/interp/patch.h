@@ -111,6 +111,7 @@ struct VariantOptions {
 struct VariantStats {
   std::string mode;         // "suffix", "layers" or "none"
   std::string fallback;     // why a faster mode was not used ("" if none)
+  double base_value = 0;      // the metric on the run without interventions
   double check_max_diff = 0;  // logits max |diff| of the shortcut check vs the plain run
   int64_t forwards = 0;       // batched forwards run
   int64_t rows = 0;           // rows over all forwards

@@ -32,8 +32,17 @@ struct Resolved {
 Resolved resolve(const HookedModel& model, const Intervention& iv, int64_t n_pos);
 
 std::vector<Resolved> resolve_all(const HookedModel& model, const std::vector<Intervention>& ivs, int64_t n_pos);
-// One hook per intervention, each editing a copy of the whole activation. `rs` must outlive the run.
-std::vector<std::pair<std::string, HookFn>> intervention_hooks(const std::vector<Resolved>& rs, int64_t n_pos);
+// One hook per edited point: it copies the activation and applies each variant's interventions to
+// that variant's rows (variant v owns rows [v * rows, (v + 1) * rows)). Positions start at pos_offset
+// (see apply). `vars` must outlive the run.
+std::vector<std::pair<std::string, HookFn>> variant_hooks(const std::vector<const std::vector<Resolved>*>& vars,
+                                                          int64_t rows, int64_t pos_offset, int64_t n_pos);
+
+// A metric's value (mean over prompts) on logits already at its positions, checking what it returns;
+// metric_on_run first selects the positions from a run's full logits [batch, pos, vocab]. Tensors
+// keep their autograd graph.
+at::Tensor metric_on(const Metric& metric, const at::Tensor& logits_at_positions);
+at::Tensor metric_on_run(const Metric& metric, const at::Tensor& logits);
 
 // Applies `r` to `rows` (a view of the activation holding one variant's prompts, modified in place).
 // pos_offset: the activation's first position in prompt coordinates (the suffix start); keys of

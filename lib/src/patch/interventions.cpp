@@ -3,6 +3,7 @@
 #include <fmt/ranges.h>
 
 #include <algorithm>
+#include <map>
 #include <regex>
 
 #include "interp/error.h"
@@ -154,14 +155,31 @@ std::vector<Resolved> resolve_all(const HookedModel& model, const std::vector<In
   return rs;
 }
 
-std::vector<std::pair<std::string, HookFn>> intervention_hooks(const std::vector<Resolved>& rs, int64_t n_pos) {
+std::vector<std::pair<std::string, HookFn>> variant_hooks(const std::vector<const std::vector<Resolved>*>& vars,
+                                                          int64_t rows, int64_t pos_offset, int64_t n_pos) {
+  std::map<std::string, std::vector<std::pair<int64_t, const Resolved*>>> by_point;  // in each variant's order
+  for (size_t v = 0; v < vars.size(); ++v)
+    for (const auto& r : *vars[v]) by_point[r.axes.name].emplace_back(static_cast<int64_t>(v), &r);
   std::vector<std::pair<std::string, HookFn>> hooks;
-  for (const auto& r : rs)
-    hooks.emplace_back(r.axes.name, [&r, n_pos](at::Tensor& act, const std::string&) {
+  for (auto& [name, items] : by_point)
+    hooks.emplace_back(name, [items = std::move(items), rows, pos_offset, n_pos](at::Tensor& act, const std::string&) {
       act = act.clone();
-      apply(act, r, 0, n_pos);
+      for (const auto& [v, r] : items) apply(act.narrow(0, v * rows, rows), *r, pos_offset, n_pos);
     });
   return hooks;
+}
+
+at::Tensor metric_on(const Metric& metric, const at::Tensor& logits_at_positions) {
+  at::Tensor v = metric.fn(logits_at_positions);
+  if (!v.defined() || v.dim() > 1 || (v.dim() == 1 && v.size(0) != logits_at_positions.size(0)))
+    throw Error(fmt::format("metric '{}' returned a tensor of the wrong shape; return [batch] or a scalar", metric.name));
+  return v.to(at::kDouble).mean();
+}
+
+at::Tensor metric_on_run(const Metric& metric, const at::Tensor& logits) {
+  if (metric.positions.empty()) return metric_on(metric, logits);
+  auto u = normalize_positions(metric.positions, logits.size(1), fmt::format("metric '{}'", metric.name));
+  return metric_on(metric, logits.index_select(1, at::tensor(u, at::kLong).to(logits.device())));
 }
 
 }  // namespace detail
@@ -227,9 +245,9 @@ Intervention resample_ablation(const HookedModel& model, const std::string& hook
 
 at::Tensor run_with_interventions(const HookedModel& model, const at::Tensor& tokens,
                                   const std::vector<Intervention>& interventions, const RunOptions& options) {
-  int64_t n_pos = tokens.dim() == 1 ? tokens.size(0) : tokens.size(-1);
+  const int64_t n_pos = tokens.size(-1), rows = tokens.dim() == 1 ? 1 : tokens.size(0);
   auto rs = detail::resolve_all(model, interventions, n_pos);
-  return model.run_with_hooks(tokens, detail::intervention_hooks(rs, n_pos), options);
+  return model.run_with_hooks(tokens, detail::variant_hooks({&rs}, rows, 0, n_pos), options);
 }
 
 // ---- metrics ----------------------------------------------------------------------------------

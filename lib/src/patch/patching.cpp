@@ -28,17 +28,7 @@ void check_pair(const at::Tensor& clean, const at::Tensor& corrupted) {
                             fmt::join(as_batch(clean).sizes(), ", "), fmt::join(as_batch(corrupted).sizes(), ", ")));
 }
 
-// The metric on one run's logits [batch, pos, vocab] (mean over prompts), as a tensor (keeps grad).
-at::Tensor metric_tensor(const Metric& metric, const at::Tensor& logits) {
-  int64_t T = logits.size(1);
-  at::Tensor at_u = logits;
-  if (!metric.positions.empty()) {
-    auto u = detail::normalize_positions(metric.positions, T, fmt::format("metric '{}'", metric.name));
-    at_u = logits.index_select(1, at::tensor(u, at::kLong).to(logits.device()));
-  }
-  return metric.fn(at_u).to(at::kDouble).mean();
-}
-double metric_value(const Metric& m, const at::Tensor& logits) { return metric_tensor(m, logits).item<double>(); }
+double metric_value(const Metric& m, const at::Tensor& logits) { return detail::metric_on_run(m, logits).item<double>(); }
 
 std::vector<std::string> unique_hooks(const std::vector<PatchSite>& sites) {
   std::vector<std::string> out;
@@ -66,12 +56,9 @@ PatchResult activation_patching(const HookedModel& model, const at::Tensor& clea
   const at::Tensor& base = denoise ? corrupted : clean;
   const at::Tensor& source = denoise ? clean : corrupted;
   auto [src_logits, src_cache] = model.run_with_cache(source, names_filter(unique_hooks(sites)));
-  at::Tensor base_logits = model.forward(base);
   PatchResult r;
   r.metric = metric.name;
   r.direction = denoise ? "denoise" : "noise";
-  r.clean = metric_value(metric, denoise ? src_logits : base_logits);
-  r.corrupted = metric_value(metric, denoise ? base_logits : src_logits);
   std::vector<std::vector<Intervention>> variants;
   for (const auto& s : sites) {
     Intervention iv = replace_with(s.hook, src_cache[s.hook], s.where);
@@ -80,6 +67,9 @@ PatchResult activation_patching(const HookedModel& model, const at::Tensor& clea
     r.labels.push_back(iv.label);
   }
   r.values = run_variants(model, base, variants, metric, options, &r.stats);
+  const double src_value = metric_value(metric, src_logits);
+  r.clean = denoise ? src_value : r.stats.base_value;
+  r.corrupted = denoise ? r.stats.base_value : src_value;
   finish(r);
   return r;
 }
@@ -156,7 +146,6 @@ PatchResult ablation_sweep(const HookedModel& model, const at::Tensor& tokens_in
   PatchResult r;
   r.metric = metric.name;
   r.direction = ablation == Ablation::Zero ? "zero-ablate" : ablation == Ablation::Mean ? "mean-ablate" : "resample-ablate";
-  r.clean = metric_value(metric, model.forward(tokens));
   r.corrupted = 0;
   std::vector<std::vector<Intervention>> variants;
   for (const auto& s : sites) {
@@ -166,45 +155,9 @@ PatchResult ablation_sweep(const HookedModel& model, const at::Tensor& tokens_in
     r.labels.push_back(iv.label);
   }
   r.values = run_variants(model, tokens, variants, metric, options, &r.stats);
+  r.clean = r.stats.base_value;
   finish(r);
   return r;
-}
-
-namespace {
-
-// One run with interventions, caching `cache_names`.
-std::pair<at::Tensor, ActivationCache> run_cached(const HookedModel& model, const at::Tensor& tokens,
-                                                  const std::vector<Intervention>& ivs,
-                                                  const std::vector<std::string>& cache_names) {
-  int64_t n_pos = as_batch(tokens).size(1);
-  auto rs = detail::resolve_all(model, ivs, n_pos);
-  return model.run_with_hooks_and_cache(tokens, detail::intervention_hooks(rs, n_pos), names_filter(cache_names));
-}
-
-}  // namespace
-
-double path_patching(const HookedModel& model, const at::Tensor& clean, const at::Tensor& corrupted,
-                     const std::vector<PatchSite>& senders, const std::vector<PatchSite>& receivers,
-                     const Metric& metric, Direction direction) {
-  check_pair(clean, corrupted);
-  if (senders.empty() || receivers.empty()) throw Error("path patching needs at least one sender and one receiver");
-  const bool noise = direction == Direction::Noise;
-  const at::Tensor& base = noise ? clean : corrupted;
-  const at::Tensor& source = noise ? corrupted : clean;
-  const int n_layers = model.info().n_layers;
-  std::vector<std::string> z_names;
-  for (int L = 0; L < n_layers; ++L) z_names.push_back(act_name("z", L));
-  auto [base_logits, base_cache] = model.run_with_cache(base, names_filter(z_names));
-  auto [src_logits, src_cache] = model.run_with_cache(source, names_filter(unique_hooks(senders)));
-  // Run 2: senders from the source, every head's output frozen to the base run, receivers recorded.
-  std::vector<Intervention> ivs;
-  for (const auto& z : z_names) ivs.push_back(replace_with(z, base_cache[z]));
-  for (const auto& s : senders) ivs.push_back(replace_with(s.hook, src_cache[s.hook], s.where));
-  auto [logits2, cache2] = run_cached(model, base, ivs, unique_hooks(receivers));
-  // Run 3: the base run with only the receivers patched.
-  std::vector<Intervention> recv;
-  for (const auto& r : receivers) recv.push_back(replace_with(r.hook, cache2[r.hook], r.where));
-  return metric_value(metric, run_with_interventions(model, base, recv));
 }
 
 namespace {
@@ -217,75 +170,96 @@ std::pair<at::Tensor, ActivationCache> tiled_run(const HookedModel& model, const
   const int64_t B = base.size(0), T = base.size(1), nv = static_cast<int64_t>(variants.size());
   std::vector<std::vector<detail::Resolved>> res;
   for (const auto& ivs : variants) res.push_back(detail::resolve_all(model, ivs, T));
-  std::map<std::string, std::vector<std::pair<int64_t, const detail::Resolved*>>> by_point;
-  for (int64_t v = 0; v < nv; ++v)
-    for (const auto& r : res[static_cast<size_t>(v)]) by_point[r.axes.name].emplace_back(v, &r);
-  std::vector<std::pair<std::string, HookFn>> hooks;
-  for (const auto& [name, items] : by_point)
-    hooks.emplace_back(name, [&items = items, B, T](at::Tensor& act, const std::string&) {
-      act = act.clone();
-      for (const auto& [v, r] : items) detail::apply(act.narrow(0, v * B, B), *r, 0, T);
-    });
-  return model.run_with_hooks_and_cache(base.repeat({nv, 1}), hooks, names_filter(cache_names));
+  std::vector<const std::vector<detail::Resolved>*> vars;
+  for (const auto& rs : res) vars.push_back(&rs);
+  return model.run_with_hooks_and_cache(base.repeat({nv, 1}), detail::variant_hooks(vars, B, 0, T),
+                                        names_filter(cache_names));
 }
 
-}  // namespace
+struct PathRuns {
+  at::Tensor base_logits, src_logits;
+  std::vector<double> values;  // one per sender set
+  int64_t forwards = 0, rows = 0;
+};
 
-PatchResult path_patch_heads(const HookedModel& model, const at::Tensor& clean_in, const at::Tensor& corrupted_in,
-                             const std::vector<PatchSite>& receivers, const Metric& metric, Direction direction) {
+// Path patching for each set of senders, in its own rows: run 2 (senders from the source, every
+// head's hook_z frozen to the base run, receivers recorded) and run 3 (the base run with only the
+// receivers patched to those values), batched over sender sets, 128 rows per forward.
+PathRuns path_runs(const HookedModel& model, const at::Tensor& clean_in, const at::Tensor& corrupted_in,
+                   const std::vector<std::vector<PatchSite>>& sender_sets, const std::vector<PatchSite>& receivers,
+                   const Metric& metric, Direction direction) {
   check_pair(clean_in, corrupted_in);
   if (receivers.empty()) throw Error("path patching needs at least one receiver");
-  auto t0 = std::chrono::steady_clock::now();
   const at::Tensor clean = as_batch(clean_in).to(model.device(), at::kLong);
   const at::Tensor corrupted = as_batch(corrupted_in).to(model.device(), at::kLong);
   const bool noise = direction == Direction::Noise;
   const at::Tensor& base = noise ? clean : corrupted;
   const at::Tensor& source = noise ? corrupted : clean;
   const int64_t B = base.size(0);
-  std::vector<int64_t> shape;
-  auto senders = sweep_sites(model, "z", {"layer", "head"}, base.size(1), &shape);
-  std::vector<std::string> z_names;
+  std::vector<std::string> z_names, sender_names, receiver_names;
   for (int L = 0; L < model.info().n_layers; ++L) z_names.push_back(act_name("z", L));
-  auto [base_logits, base_cache] = model.run_with_cache(base, names_filter(z_names));
-  auto [src_logits, src_cache] = model.run_with_cache(source, names_filter(z_names));
-  PatchResult r;
-  r.hook = "z";
-  r.axes = {"layer", "head"};
-  r.shape = shape;
-  r.metric = metric.name;
-  r.direction = noise ? "path-noise" : "path-denoise";
-  r.clean = metric_value(metric, noise ? base_logits : src_logits);
-  r.corrupted = metric_value(metric, noise ? src_logits : base_logits);
-  r.stats.mode = "path (batched)";
-  std::vector<double> vals;
+  for (const auto& set : sender_sets) {
+    if (set.empty()) throw Error("path patching needs at least one sender");
+    for (const auto& h : unique_hooks(set))
+      if (std::find(sender_names.begin(), sender_names.end(), h) == sender_names.end()) sender_names.push_back(h);
+  }
+  receiver_names = unique_hooks(receivers);
+  PathRuns out;
+  ActivationCache base_cache, src_cache;
+  std::tie(out.base_logits, base_cache) = model.run_with_cache(base, names_filter(z_names));
+  std::tie(out.src_logits, src_cache) = model.run_with_cache(source, names_filter(sender_names));
   const size_t chunk = static_cast<size_t>(std::max<int64_t>(1, 128 / B));
-  for (size_t first = 0; first < senders.size(); first += chunk) {
-    const size_t n = std::min(chunk, senders.size() - first);
-    // Run 2, every sender of the chunk in its own rows: heads frozen to the base run, the sender
-    // from the source; the receivers' values recorded.
-    std::vector<std::vector<Intervention>> run2(n);
+  for (size_t first = 0; first < sender_sets.size(); first += chunk) {
+    const size_t n = std::min(chunk, sender_sets.size() - first);
+    std::vector<std::vector<Intervention>> run2(n), run3(n);
     for (size_t i = 0; i < n; ++i) {
       for (const auto& z : z_names) run2[i].push_back(replace_with(z, base_cache[z]));
-      const auto& s = senders[first + i];
-      run2[i].push_back(replace_with(s.hook, src_cache[s.hook], s.where));
+      for (const auto& s : sender_sets[first + i]) run2[i].push_back(replace_with(s.hook, src_cache[s.hook], s.where));
     }
-    std::vector<std::string> recv_names;
-    for (const auto& rc : receivers) recv_names.push_back(rc.hook);
-    auto cache2 = tiled_run(model, base, run2, recv_names).second;
-    // Run 3: the base run with only the receivers patched to those values.
-    std::vector<std::vector<Intervention>> run3(n);
+    auto cache2 = tiled_run(model, base, run2, receiver_names).second;
     for (size_t i = 0; i < n; ++i)
       for (const auto& rc : receivers)
         run3[i].push_back(replace_with(rc.hook, cache2[rc.hook].narrow(0, static_cast<int64_t>(i) * B, B), rc.where));
     at::Tensor logits3 = tiled_run(model, base, run3, {}).first;
-    for (size_t i = 0; i < n; ++i) {
-      vals.push_back(metric_value(metric, logits3.narrow(0, static_cast<int64_t>(i) * B, B)));
-      r.labels.push_back(senders[first + i].label);
-    }
-    r.stats.forwards += 2;
-    r.stats.rows += 2 * static_cast<int64_t>(n) * B;
+    for (size_t i = 0; i < n; ++i)
+      out.values.push_back(metric_value(metric, logits3.narrow(0, static_cast<int64_t>(i) * B, B)));
+    out.forwards += 2;
+    out.rows += 2 * static_cast<int64_t>(n) * B;
   }
-  r.values = at::tensor(vals, at::kDouble);
+  return out;
+}
+
+}  // namespace
+
+double path_patching(const HookedModel& model, const at::Tensor& clean, const at::Tensor& corrupted,
+                     const std::vector<PatchSite>& senders, const std::vector<PatchSite>& receivers,
+                     const Metric& metric, Direction direction) {
+  return path_runs(model, clean, corrupted, {senders}, receivers, metric, direction).values[0];
+}
+
+PatchResult path_patch_heads(const HookedModel& model, const at::Tensor& clean, const at::Tensor& corrupted,
+                             const std::vector<PatchSite>& receivers, const Metric& metric, Direction direction) {
+  check_pair(clean, corrupted);
+  auto t0 = std::chrono::steady_clock::now();
+  PatchResult r;
+  auto senders = sweep_sites(model, "z", {"layer", "head"}, as_batch(clean).size(1), &r.shape);
+  std::vector<std::vector<PatchSite>> sets;
+  for (const auto& s : senders) {
+    sets.push_back({s});
+    r.labels.push_back(s.label);
+  }
+  PathRuns runs = path_runs(model, clean, corrupted, sets, receivers, metric, direction);
+  const bool noise = direction == Direction::Noise;
+  r.hook = "z";
+  r.axes = {"layer", "head"};
+  r.metric = metric.name;
+  r.direction = noise ? "path-noise" : "path-denoise";
+  r.clean = metric_value(metric, noise ? runs.base_logits : runs.src_logits);
+  r.corrupted = metric_value(metric, noise ? runs.src_logits : runs.base_logits);
+  r.values = at::tensor(runs.values, at::kDouble);
+  r.stats.mode = "path (batched)";
+  r.stats.forwards = runs.forwards;
+  r.stats.rows = runs.rows;
   r.stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   finish(r);
   return r;
@@ -298,7 +272,7 @@ PatchResult attribution_patching(const HookedModel& model, const at::Tensor& cle
   const bool denoise = direction == Direction::Denoise;
   const at::Tensor base = as_batch(denoise ? corrupted : clean);
   const at::Tensor source = as_batch(denoise ? clean : corrupted);
-  const int64_t B = base.size(0), T = base.size(1);
+  const int64_t T = base.size(1);
   std::vector<int64_t> shape;
   auto sites = sweep_sites(model, short_hook, by, T, &shape);
   auto names = unique_hooks(sites);
@@ -317,7 +291,7 @@ PatchResult attribution_patching(const HookedModel& model, const at::Tensor& cle
   RunOptions ro;
   ro.grad = true;
   at::Tensor base_logits = model.run_with_hooks(base, hooks, ro);
-  at::Tensor m = metric_tensor(metric, base_logits);
+  at::Tensor m = detail::metric_on_run(metric, base_logits);
   std::vector<at::Tensor> inputs;
   for (const auto& n : names) inputs.push_back(deltas.at(n));
   auto grads = torch::autograd::grad({m}, inputs, {}, /*retain_graph=*/false, /*create_graph=*/false, /*allow_unused=*/true);
@@ -347,7 +321,6 @@ PatchResult attribution_patching(const HookedModel& model, const at::Tensor& cle
     vals.push_back(base_value + sum);
     r.labels.push_back(s.label);
   }
-  (void)B;
   r.values = at::tensor(vals, at::kDouble);
   r.stats.mode = "attribution";
   r.stats.forwards = 2;

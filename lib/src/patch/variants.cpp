@@ -133,22 +133,11 @@ struct Engine {
           hooks.emplace_back(kv, [prefix](at::Tensor& act, const std::string&) { act = at::cat({prefix, act}, 1); });
         }
     }
-    // The interventions, grouped by point; each edits its variant's rows.
-    std::map<std::string, std::vector<std::pair<int64_t, const Resolved*>>> by_point;
+    // The interventions, after the entry's widening: each edits its variant's rows.
+    for (auto& h : detail::variant_hooks(vars, B, p, T)) hooks.push_back(std::move(h));
     int64_t last_order = -1;
-    for (int64_t v = 0; v < nv; ++v)
-      for (const auto& r : *vars[static_cast<size_t>(v)]) {
-        by_point[r.axes.name].emplace_back(v, &r);
-        last_order = std::max(last_order, r.axes.order);
-      }
-    const int64_t b = B, n_pos = T;
-    for (auto& [name, list] : by_point) {
-      auto items = list;
-      hooks.emplace_back(name, [items, b, p, n_pos](at::Tensor& act, const std::string&) {
-        act = act.clone();
-        for (const auto& [v, r] : items) detail::apply(act.narrow(0, v * b, b), *r, p, n_pos);
-      });
-    }
+    for (const auto* rs : vars)
+      for (const auto& r : *rs) last_order = std::max(last_order, r.axes.order);
     // Keep only the metric's positions once nothing after is positional (the last MLP, the unembed).
     std::vector<int64_t> out_pos;  // prompt positions of the logits' position axis
     for (int64_t i = p; i < T; ++i) out_pos.push_back(i);
@@ -157,7 +146,7 @@ struct Engine {
       if (u >= p) sel.push_back(u - p);
     if (mode != Mode::None && n_layers > 0 && static_cast<int64_t>(sel.size()) < T - p && !sel.empty()) {
       std::string last = fmt::format("blocks.{}.", n_layers - 1);
-      for (const std::string cand : {last + "hook_resid_mid", last + "hook_resid_post"}) {
+      for (const auto& cand : {last + "hook_resid_mid", last + "hook_resid_post"}) {
         auto it = order_of.find(cand);
         if (it == order_of.end() || it->second < entry->order || it->second < last_order) continue;
         at::Tensor idx = at::tensor(sel, at::kLong).to(tokens.device());
@@ -184,13 +173,6 @@ struct Engine {
     if (!pre.empty()) parts.push_back(repeat_rows(base_logits.index_select(1, at::tensor(pre, at::kLong).to(dev))));
     if (!post.empty()) parts.push_back(logits.index_select(1, at::tensor(post, at::kLong).to(dev)));
     return parts.size() == 1 ? parts[0] : at::cat(parts, 1);
-  }
-
-  double metric_of(const at::Tensor& logits_at_u) const {
-    at::Tensor v = metric.fn(logits_at_u);
-    if (!v.defined() || (v.dim() > 0 && v.size(0) != logits_at_u.size(0)) || v.dim() > 1)
-      throw Error(fmt::format("metric '{}' returned a tensor of the wrong shape; return [batch] or a scalar", metric.name));
-    return v.to(at::kDouble).mean().item<double>();
   }
 
   // Runs two unedited variants with the shortcut and compares with the plain run; max |diff|.
@@ -235,7 +217,8 @@ at::Tensor run_variants(const HookedModel& model, const at::Tensor& tokens_in,
     want.push_back(kv);
   }
   std::tie(E.base_logits, E.base) = model.run_with_cache(E.tokens, names_filter(want));
-  const double base_value = E.metric_of(E.base_logits.index_select(1, at::tensor(E.U, at::kLong).to(E.base_logits.device())));
+  const double base_value = detail::metric_on_run(metric, E.base_logits).item<double>();
+  E.stats.base_value = base_value;
 
   // Pick the fastest mode that reproduces the plain run on this model.
   using R = VariantOptions::Reuse;
@@ -329,7 +312,7 @@ at::Tensor run_variants(const HookedModel& model, const at::Tensor& tokens_in,
     for (int64_t v : b.vars) vars.push_back(&res[static_cast<size_t>(v)]);
     at::Tensor lg = E.run_batch(b.entry ? mode : Mode::None, b.entry, b.p, vars);
     for (size_t k = 0; k < b.vars.size(); ++k)
-      out[b.vars[k]] = E.metric_of(lg.narrow(0, static_cast<int64_t>(k) * E.B, E.B));
+      out[b.vars[k]] = detail::metric_on(metric, lg.narrow(0, static_cast<int64_t>(k) * E.B, E.B)).item<double>();
     done += static_cast<int64_t>(b.vars.size());
     if (opt.progress && (done == total || std::chrono::duration<double>(Clock::now() - t_print).count() > 0.5)) {
       t_print = Clock::now();
