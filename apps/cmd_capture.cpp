@@ -53,14 +53,15 @@ class Progress {
 void register_capture(CLI::App& app) {
   auto* cmd = app.add_subcommand("capture", "Capture activations over a corpus into a sharded, resumable store");
   struct Args {
+    ModelArgs model;
     CorpusArgs corpus;
-    std::string model, device = "cpu", name_map, hooks, out, dtype = "f32";
+    std::string hooks, out, dtype = "f32";
     int64_t tokens = 0, ctx = 128, batch = 32, shard_contexts = 0;
     uint64_t seed = 0;
     bool resume = false, no_shuffle = false, no_bos = false;
   };
   auto a = std::make_shared<Args>();
-  cmd->add_option("--model", a->model, "TorchScript model file (.pt)")->required();
+  a->model.add_to(*cmd, "--model");
   a->corpus.add_to(*cmd);
   cmd->add_option("--hooks", a->hooks, "comma-separated hook names to capture")->required();
   cmd->add_option("--tokens", a->tokens, "how many tokens to capture (rounded up to whole contexts)")->required();
@@ -76,10 +77,8 @@ void register_capture(CLI::App& app) {
   cmd->add_flag("--no-bos", a->no_bos, "do not start each context with BOS");
   cmd->add_option("--out", a->out, "store folder (new, or this capture's folder with --resume)")->required();
   cmd->add_flag("--resume", a->resume, "continue an interrupted capture in --out");
-  cmd->add_option("--device", a->device, "cpu, cuda or cuda:N")->capture_default_str();
-  cmd->add_option("--name-map", a->name_map, "JSON name map for models with other module names");
   cmd->callback([a] {
-    HookedModel model = load_model(a->model, a->device, a->name_map);
+    HookedModel model = a->model.load();
     TokenizedCorpus tc = a->corpus.load();
     if (tc.vocab_size > model.info().d_vocab)
       throw Error(fmt::format("the tokenizer's vocabulary ({}) is larger than the model's ({}); they do not belong "
@@ -103,7 +102,7 @@ void register_capture(CLI::App& app) {
     PackedContexts contexts(tc, o.pack);
     fmt::print("capture\n  model      {} ({} layers, d_model {}, device {})\n  data       {}: {} tokens -> {} contexts "
                "of {}\n  hooks      {}\n  tokens     {} in batches of {} contexts, stored as {}\n  out        {}{}\n",
-               a->model, model.info().n_layers, model.info().d_model, a->device, tc.source, tc.tokens.size(),
+               a->model.model, model.info().n_layers, model.info().d_model, a->model.device, tc.source, tc.tokens.size(),
                contexts.size(), a->ctx, fmt::join(o.hooks, ", "), a->tokens, a->batch, a->dtype, a->out,
                a->resume ? " (resume)" : "");
     std::fflush(stdout);  // before the progress lines on stderr

@@ -58,8 +58,8 @@ struct Common {
     if (!tokenizer.empty()) tok = Tokenizer::load(tokenizer);
     return load_prompt_pairs(pairs, tok ? &*tok : nullptr);
   }
-  // `reference_logits`: the run the KL is measured against.
-  Metric make_metric(const PromptPairs& p, const at::Tensor& reference_logits) const {
+  // kl is measured against the model's run on the clean prompts (run only for kl).
+  Metric make_metric(const PromptPairs& p, const HookedModel& model) const {
     const int64_t position = position_opt->count() == 0 && p.position ? *p.position : this->position;
     auto need = [&](const at::Tensor& t, const char* field) {
       if (!t.defined())
@@ -78,7 +78,7 @@ struct Common {
       need(p.answers, "answer");
       return answer_loss(p.answers, position);
     }
-    if (metric == "kl") return kl_to(reference_logits.to(at::kCPU), {position});
+    if (metric == "kl") return kl_to(model.forward(p.clean).to(at::kCPU), {position});
     throw Error(fmt::format("--metric {}: use logit_diff, prob, loss or kl", metric));
   }
 };
@@ -142,8 +142,7 @@ void register_patch(CLI::App& app) {
     PromptPairs pairs = a->load_pairs();
     if (!pairs.corrupted.defined())
       throw Error(fmt::format("{}: patching needs \"corrupted\" prompts in every pair", a->pairs));
-    at::Tensor clean_logits = model.forward(pairs.clean);
-    Metric metric = a->make_metric(pairs, clean_logits);
+    Metric metric = a->make_metric(pairs, model);
     Direction dir = a->direction == "noise" ? Direction::Noise : Direction::Denoise;
     auto by = split_list(a->by);
     PatchResult r;
@@ -203,12 +202,10 @@ void register_ablate(CLI::App& app) {
     HookedModel model = a->model.load();
     PromptPairs pairs = a->load_pairs();
     at::Tensor reference = pairs.corrupted.defined() ? pairs.corrupted : pairs.clean;
-    at::Tensor clean_logits = model.forward(pairs.clean);
-    Metric metric = a->make_metric(pairs, clean_logits);
-    auto sites = sweep_sites(model, a->hook, split_list(a->by), pairs.clean.size(1));
-    PatchResult r = ablation_sweep(model, pairs.clean, reference, sites, abl, metric, a->seed, a->variant_options());
+    Metric metric = a->make_metric(pairs, model);
     std::vector<int64_t> shape;
-    sweep_sites(model, a->hook, split_list(a->by), pairs.clean.size(1), &shape);
+    auto sites = sweep_sites(model, a->hook, split_list(a->by), pairs.clean.size(1), &shape);
+    PatchResult r = ablation_sweep(model, pairs.clean, reference, sites, abl, metric, a->seed, a->variant_options());
     r.hook = a->hook;
     r.axes = split_list(a->by);
     r.shape = shape;

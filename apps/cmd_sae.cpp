@@ -159,14 +159,15 @@ void register_sae(CLI::App& app) {
 void register_eval_sae(CLI::App& app) {
   auto* cmd = app.add_subcommand("eval-sae", "Evaluate an SAE: reconstruction, latents, and CE loss recovered");
   struct Args {
+    ModelArgs model;
     CorpusArgs corpus;
-    std::string sae, model, name_map, device = "cpu", hook, out;
+    std::string sae, hook, out;
     int64_t tokens = 65536, ctx = 128, batch = 16;
     uint64_t seed = 1;
   };
   auto a = std::make_shared<Args>();
   cmd->add_option("--sae", a->sae, "SAE folder (SAELens layout)")->required();
-  cmd->add_option("--model", a->model, "TorchScript model the SAE was trained on")->required();
+  a->model.add_to(*cmd, "--model", "TorchScript model the SAE was trained on");
   a->corpus.add_to(*cmd);
   cmd->add_option("--hook", a->hook, "hook point (default: the SAE's hook_name)");
   cmd->add_option("--tokens", a->tokens, "tokens to evaluate on")->capture_default_str();
@@ -174,10 +175,8 @@ void register_eval_sae(CLI::App& app) {
   cmd->add_option("--batch", a->batch, "contexts per forward")->capture_default_str();
   cmd->add_option("--seed", a->seed, "seed of the context order (use another than for training)")->capture_default_str();
   cmd->add_option("--out", a->out, "write the results as JSON to this file");
-  cmd->add_option("--device", a->device, "cpu, cuda or cuda:N")->capture_default_str();
-  cmd->add_option("--name-map", a->name_map, "JSON name map for models with other module names");
   cmd->callback([a] {
-    HookedModel model = load_model(a->model, a->device, a->name_map);
+    HookedModel model = a->model.load();
     SAE sae = SAE::load(a->sae);
     sae.to(model.device());
     TokenizedCorpus tc = a->corpus.load();

@@ -8,8 +8,8 @@
 
 namespace interp::app {
 
-void ModelArgs::add_to(CLI::App& cmd) {
-  cmd.add_option("model", model, "TorchScript model file (.pt)")->required();
+void ModelArgs::add_to(CLI::App& cmd, const std::string& name, const std::string& help) {
+  cmd.add_option(name, model, help)->required();
   cmd.add_option("--device", device, "cpu, cuda or cuda:N")->capture_default_str();
   cmd.add_option("--name-map", name_map,
                  "JSON map from module path patterns to TransformerLens module names, for models whose modules "

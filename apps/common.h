@@ -12,12 +12,13 @@
 
 namespace interp::app {
 
-// --device and --name-map, and the model argument.
+// --device and --name-map, and the model: a positional argument by default, or an option
+// (name "--model").
 struct ModelArgs {
   std::string model;
   std::string device = "cpu";
   std::string name_map;
-  void add_to(CLI::App& cmd);
+  void add_to(CLI::App& cmd, const std::string& name = "model", const std::string& help = "TorchScript model file (.pt)");
   HookedModel load() const;
 };
 
