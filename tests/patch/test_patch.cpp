@@ -183,6 +183,13 @@ TEST_P(Patch, MetricsMatchGolden) {
   EXPECT_NEAR(value(interp::answer_loss(g("answers")), cl), g("metric.loss").item<double>(), 1e-5);
   EXPECT_NEAR(value(interp::kl_to(cl), g("corrupted_logits")), g("metric.kl").item<double>(), 1e-6);
   EXPECT_NEAR(value(interp::kl_to(cl), cl), 0.0, 1e-7);
+  // No positions means all of them: the sum of the per-position values (the last one is the golden).
+  auto all = interp::kl_to(cl, {});
+  EXPECT_TRUE(all.positions.empty());
+  double sum = 0;
+  for (int64_t p = 0; p < 8; ++p) sum += interp::kl_to(cl, {p}).fn(g("corrupted_logits").narrow(1, p, 1)).mean().item<double>();
+  EXPECT_NEAR(all.fn(g("corrupted_logits")).mean().item<double>(), sum, 1e-6);
+  EXPECT_GE(sum, g("metric.kl").item<double>() - 1e-7);
   EXPECT_NEAR(value(interp::sequence_loss(g("clean")), cl), g("metric.sequence_loss").item<double>(), 1e-5);
 }
 

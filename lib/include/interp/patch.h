@@ -91,7 +91,7 @@ Metric logit_diff(const at::Tensor& answers, const at::Tensor& wrong, int64_t po
 Metric answer_prob(const at::Tensor& answers, int64_t position = -1);
 // cross-entropy of the answer token at `position` (lower is better).
 Metric answer_loss(const at::Tensor& answers, int64_t position = -1);
-// KL(clean || run) of the next-token distributions at `positions`, summed over positions.
+// KL(clean || run) of the next-token distributions at `positions` (empty: all), summed over positions.
 // clean_logits: [batch, pos, d_vocab] of the clean run.
 Metric kl_to(const at::Tensor& clean_logits, std::vector<int64_t> positions = {-1});
 // Mean next-token loss over the sequence (reads all positions).

@@ -286,9 +286,9 @@ Metric answer_loss(const at::Tensor& answers, int64_t position) {
 Metric kl_to(const at::Tensor& clean_logits, std::vector<int64_t> positions) {
   if (clean_logits.dim() != 3) throw Error("kl_to: clean logits must be [batch, pos, d_vocab]");
   std::vector<int64_t> norm = detail::normalize_positions(positions, clean_logits.size(1), "kl_to");
-  at::Tensor clean_lp = clean_logits.index_select(1, at::tensor(norm, at::kLong).to(clean_logits.device()))
-                            .to(at::kFloat)
-                            .log_softmax(-1);
+  at::Tensor at_positions =  // no positions: all of them, like every metric
+      norm.empty() ? clean_logits : clean_logits.index_select(1, at::tensor(norm, at::kLong).to(clean_logits.device()));
+  at::Tensor clean_lp = at_positions.to(at::kFloat).log_softmax(-1);
   return {"kl", norm, [clean_lp](const at::Tensor& logits) {
             at::Tensor lp = logits.to(at::kFloat).log_softmax(-1);
             at::Tensor c = clean_lp.to(lp.device());

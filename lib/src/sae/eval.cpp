@@ -7,21 +7,19 @@
 #include <nlohmann/json.hpp>
 
 #include "interp/error.h"
+#include "interp/patch.h"
 
 namespace interp {
 namespace {
 
-// Mean next-token cross-entropy of logits [B, T, V] on tokens [B, T] (positions 0..T-2 predict 1..T-1).
+// The patching metrics (interp/patch.h) on whole runs: mean next-token cross-entropy of logits
+// [B, T, V] on tokens [B, T], and the mean over positions of KL(p || q).
 double next_token_ce(const at::Tensor& logits, const at::Tensor& tokens) {
-  at::Tensor lp = logits.narrow(1, 0, logits.size(1) - 1).log_softmax(-1);
-  at::Tensor target = tokens.narrow(1, 1, tokens.size(1) - 1).to(lp.device()).unsqueeze(-1);
-  return -lp.gather(-1, target).mean().item<double>();
+  return sequence_loss(tokens).fn(logits).mean().item<double>();
 }
 
-// Mean over positions of KL(p || q) for logits [B, T, V].
 double mean_kl(const at::Tensor& p_logits, const at::Tensor& q_logits) {
-  at::Tensor lp = p_logits.log_softmax(-1), lq = q_logits.log_softmax(-1);
-  return (lp.exp() * (lp - lq)).sum(-1).mean().item<double>();
+  return kl_to(p_logits, {}).fn(q_logits).mean().item<double>() / static_cast<double>(p_logits.size(1));
 }
 
 }  // namespace
