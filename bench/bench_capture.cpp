@@ -17,6 +17,7 @@
 #include "interp/error.h"
 #include "interp/hooks.h"
 #include "interp/store.h"
+#include "bench_util.h"
 
 int main(int argc, char** argv) {
   std::string model_path, data, dtype = "f32", dir = "build/bench-store";
@@ -56,7 +57,7 @@ int main(int argc, char** argv) {
     auto plain = [&] {
       auto t0 = std::chrono::steady_clock::now();
       for (int64_t b = 0; b < batches; ++b) (void)model.forward_unhooked(contexts.batch(b * batch, batch)).sum().item<float>();
-      return static_cast<double>(tokens) / std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      return static_cast<double>(tokens) / interp::bench::seconds_since(t0);
     };
     auto capture = [&] {
       std::filesystem::remove_all(dir);
@@ -68,7 +69,7 @@ int main(int argc, char** argv) {
       o.pack = po;
       auto t0 = std::chrono::steady_clock::now();
       auto r = interp::capture(model, contexts, dir, o);
-      double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      double s = interp::bench::seconds_since(t0);
       std::filesystem::remove_all(dir);
       fmt::print("  capture: {:.1f} s = forward {:.1f} s + waiting for the writer {:.1f} s + other {:.1f} s; writer "
                  "thread CPU {:.2f} s\n",
@@ -90,9 +91,9 @@ int main(int argc, char** argv) {
       ratios.push_back(c / p);
       fmt::print("  round {}: plain {:.0f} tokens/s, capture {:.0f} tokens/s, ratio {:.3f}\n", r + 1, p, c, c / p);
     }
-    std::sort(ratios.begin(), ratios.end());
+    auto [lo, hi] = std::minmax_element(ratios.begin(), ratios.end());
     fmt::print("median ratio capture/plain over {} rounds: {:.3f} (min {:.3f}, max {:.3f}; target >= 0.9)\n", rounds,
-               ratios[ratios.size() / 2], ratios.front(), ratios.back());
+               interp::bench::median(ratios), *lo, *hi);
   } catch (const interp::Error& e) {
     fmt::print(stderr, "error: {}\n", e.what());
     return 1;

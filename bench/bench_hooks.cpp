@@ -16,16 +16,9 @@
 
 #include "interp/error.h"
 #include "interp/hooks.h"
+#include "bench_util.h"
 
-namespace {
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-}  // namespace
+using interp::bench::median;
 
 int main(int argc, char** argv) {
   int rounds = 15, threads = 0;

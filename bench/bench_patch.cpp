@@ -15,15 +15,10 @@
 #include "interp/error.h"
 #include "interp/hooks.h"
 #include "interp/patch.h"
+#include "bench_util.h"
 
-namespace {
 using Clock = std::chrono::steady_clock;
-double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-}  // namespace
+using interp::bench::median;
 
 int main(int argc, char** argv) {
   int rounds = 3;
@@ -92,19 +87,19 @@ int main(int argc, char** argv) {
     for (int r = 0; r < rounds; ++r) {
       auto t0 = Clock::now();
       loop_values = loop();
-      loop_s.push_back(since(t0));
+      loop_s.push_back(interp::bench::seconds_since(t0));
       for (auto& v : vs) {
         interp::VariantOptions o = defaults;
         o.reuse = v.reuse;
         t0 = Clock::now();
         auto res = interp::patch_sweep(model, clean, corrupted, hook, {"layer", "pos"}, metric, interp::Direction::Denoise, o);
-        v.s.push_back(since(t0));
+        v.s.push_back(interp::bench::seconds_since(t0));
         v.values = res.values.reshape({-1});
         v.stats = res.stats;
       }
       t0 = Clock::now();
       interp::attribution_patching(model, clean, corrupted, hook, {"layer", "pos"}, metric);
-      attr_s.push_back(since(t0));
+      attr_s.push_back(interp::bench::seconds_since(t0));
     }
     double base = median(loop_s);
     fmt::print("{:<34} {:>9.3f} s  {:>7.2f} ms/patch\n", "one forward per patch (TL loop)", base,

@@ -16,6 +16,7 @@
 #include "interp/safetensors.h"
 #include "interp/sae.h"
 #include "interp/sae_train.h"
+#include "bench_util.h"
 
 namespace {
 
@@ -36,9 +37,7 @@ class CycleSource : public interp::ActivationSource {
   int64_t i_ = 0;
 };
 
-double seconds_since(std::chrono::steady_clock::time_point t) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
-}
+using interp::bench::seconds_since;
 
 }  // namespace
 
