@@ -4,7 +4,10 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <ostream>
 #include <string>
+
+#include "interp/hooks.h"
 
 namespace interp::test {
 
@@ -22,6 +25,19 @@ inline ::testing::AssertionResult close(const at::Tensor& got, const at::Tensor&
   double d = max_abs_diff(got, want);
   if (!(d <= tol)) return ::testing::AssertionFailure() << what << ": max diff " << d << " > " << tol;
   return ::testing::AssertionSuccess() << what << ": max diff " << d;
+}
+
+// A fixture model and its golden file (tests/fixtures), with the name map it needs ("" for
+// TransformerLens names).
+struct ModelFixture {
+  std::string model, golden, name_map;
+};
+inline std::ostream& operator<<(std::ostream& os, const ModelFixture& f) { return os << f.model; }
+
+inline HookedModel load(const ModelFixture& f) {
+  LoadOptions o;
+  if (!f.name_map.empty()) o.name_map = fixture(f.name_map);
+  return HookedModel::load(fixture(f.model), o);
 }
 
 }  // namespace interp::test

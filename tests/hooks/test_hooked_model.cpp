@@ -18,13 +18,8 @@ using interp::test::fixture;
 
 namespace {
 
-struct Fixture {
-  std::string model;     // file in tests/fixtures
-  std::string golden;
-  std::string name_map;  // "" for TransformerLens names
-};
-
-std::ostream& operator<<(std::ostream& os, const Fixture& f) { return os << f.model; }
+using Fixture = interp::test::ModelFixture;
+using interp::test::load;
 
 const Fixture kFixtures[] = {
     {"tiny_script.pt", "tiny.golden.safetensors", ""},
@@ -34,12 +29,6 @@ const Fixture kFixtures[] = {
     {"tiny_hf_script.pt", "tiny_hf.golden.safetensors", "tiny_hf_script.pt.names.json"},
     {"tiny_hf_trace.pt", "tiny_hf.golden.safetensors", "tiny_hf_trace.pt.names.json"},
 };
-
-HookedModel load(const Fixture& f) {
-  interp::LoadOptions o;
-  if (!f.name_map.empty()) o.name_map = fixture(f.name_map);
-  return HookedModel::load(fixture(f.model), o);
-}
 
 class Golden : public ::testing::TestWithParam<Fixture> {
  protected:

@@ -24,10 +24,7 @@ using Reuse = interp::VariantOptions::Reuse;
 
 namespace {
 
-struct Fixture {
-  std::string model, golden, name_map;
-};
-std::ostream& operator<<(std::ostream& os, const Fixture& f) { return os << f.model; }
+using Fixture = interp::test::ModelFixture;
 
 const Fixture kFixtures[] = {
     {"tiny_script.pt", "patch_tiny.golden.safetensors", ""},
@@ -39,9 +36,7 @@ const Fixture kFixtures[] = {
 class Patch : public ::testing::TestWithParam<Fixture> {
  protected:
   void SetUp() override {
-    interp::LoadOptions o;
-    if (!GetParam().name_map.empty()) o.name_map = fixture(GetParam().name_map);
-    model_ = std::make_unique<HookedModel>(HookedModel::load(fixture(GetParam().model), o));
+    model_ = std::make_unique<HookedModel>(interp::test::load(GetParam()));
     golden_ = interp::safetensors_load(fixture(GetParam().golden));
   }
   const at::Tensor& g(const std::string& name) { return golden_.tensors.at(name); }
