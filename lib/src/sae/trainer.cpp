@@ -27,7 +27,27 @@ class SyntheticSource final : public ActivationSource {
   SyntheticData& d_;
 };
 
-class StoreSource final : public ActivationSource {
+// Rows arrive in chunks from fill(); next() hands them out `batch` at a time.
+class BufferedSource : public ActivationSource {
+ public:
+  at::Tensor next(int64_t batch) final {
+    while (pending_.size(0) < batch) {
+      at::Tensor rows = fill();
+      pending_ = pending_.size(0) ? at::cat({pending_, rows}) : rows;
+    }
+    at::Tensor out = pending_.narrow(0, 0, batch);
+    pending_ = pending_.narrow(0, batch, pending_.size(0) - batch);
+    return out;
+  }
+
+ protected:
+  virtual at::Tensor fill() = 0;
+
+ private:
+  at::Tensor pending_ = at::empty({0});
+};
+
+class StoreSource final : public BufferedSource {
  public:
   StoreSource(const ActivationStore& store, std::string hook, uint64_t seed, int64_t buffer)
       : store_(store), hook_(std::move(hook)) {
@@ -38,29 +58,24 @@ class StoreSource final : public ActivationSource {
     loader_ = std::make_unique<ActivationLoader>(store_, hook_, o_);
     d_in_ = store_.hook(hook_).shape.back();
   }
-  at::Tensor next(int64_t batch) override {
-    while (pending_.size(0) < batch) {
-      auto b = loader_->next();
-      if (!b) throw Error(fmt::format("{}: the store ran out of rows", store_.dir()));
-      pending_ = pending_.size(0) ? at::cat({pending_, b->acts}) : b->acts;
-    }
-    at::Tensor out = pending_.narrow(0, 0, batch);
-    pending_ = pending_.narrow(0, batch, pending_.size(0) - batch);
-    return out;
-  }
   int64_t d_in() const override { return d_in_; }
   std::string describe() const override { return fmt::format("{} ({})", store_.dir(), hook_); }
 
  private:
+  at::Tensor fill() override {
+    auto b = loader_->next();
+    if (!b) throw Error(fmt::format("{}: the store ran out of rows", store_.dir()));
+    return b->acts;
+  }
+
   const ActivationStore& store_;
   std::string hook_;
   LoaderOptions o_;
   std::unique_ptr<ActivationLoader> loader_;
-  at::Tensor pending_ = at::empty({0});
   int64_t d_in_ = 0;
 };
 
-class LiveSource final : public ActivationSource {
+class LiveSource final : public BufferedSource {
  public:
   LiveSource(const HookedModel& model, const PackedContexts& contexts, const std::string& hook, int64_t per_forward)
       : model_(model), contexts_(contexts), point_(model.hook_point(hook)), per_forward_(per_forward) {
@@ -70,29 +85,23 @@ class LiveSource final : public ActivationSource {
     int layer = -1;
     if (std::sscanf(point_.name.c_str(), "blocks.%d.", &layer) == 1) run_.stop_at_layer = layer + 1;  // skip the rest
   }
-  at::Tensor next(int64_t batch) override {
-    while (pending_.size(0) < batch) {
-      int64_t n = std::min(per_forward_, contexts_.size() - next_context_);
-      auto [logits, cache] = model_.run_with_cache(contexts_.batch(next_context_, n),
-                                                   names_filter(std::vector<std::string>{point_.name}), run_);
-      at::Tensor rows = cache[point_.name].reshape({-1, point_.shape.back()}).to(at::kCPU, at::kFloat);
-      pending_ = pending_.size(0) ? at::cat({pending_, rows}) : rows;
-      next_context_ = (next_context_ + n) % contexts_.size();
-    }
-    at::Tensor out = pending_.narrow(0, 0, batch);
-    pending_ = pending_.narrow(0, batch, pending_.size(0) - batch);
-    return out;
-  }
   int64_t d_in() const override { return point_.shape.back(); }
   std::string describe() const override { return fmt::format("{} ({}, live)", model_.path(), point_.name); }
 
  private:
+  at::Tensor fill() override {
+    int64_t n = std::min(per_forward_, contexts_.size() - next_context_);
+    auto [logits, cache] = model_.run_with_cache(contexts_.batch(next_context_, n),
+                                                 names_filter(std::vector<std::string>{point_.name}), run_);
+    next_context_ = (next_context_ + n) % contexts_.size();
+    return cache[point_.name].reshape({-1, point_.shape.back()}).to(at::kCPU, at::kFloat);
+  }
+
   const HookedModel& model_;
   const PackedContexts& contexts_;
   const HookPoint& point_;
   int64_t per_forward_, next_context_ = 0;
   RunOptions run_;
-  at::Tensor pending_ = at::empty({0});
 };
 
 struct Adam {
