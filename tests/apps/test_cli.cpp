@@ -268,6 +268,13 @@ TEST(Cli, PatchWritesResultsHeatmapAndPageMatchingTheLibrary) {
     auto r2 = run("patch " + fixture("tiny_trace.pt") + " --pairs " + pairs + " " + extra + " --out " + d + "/out2");
     EXPECT_EQ(r2.code, 0) << extra << "\n" << r2.out;
   }
+  // The metric at position 0 reads the same tokens in both runs: normalized is undefined, said so.
+  auto r4 = run("patch " + fixture("tiny_script.pt") + " --pairs " + pairs + " --position 0 --out " + d + "/out4");
+  ASSERT_EQ(r4.code, 0) << r4.out;
+  EXPECT_TRUE(has(r4, "warning: the clean run gives the same logit_diff")) << r4.out;
+  std::ifstream in4(d + "/out4/results.json");
+  auto j4 = nlohmann::json::parse(in4);
+  EXPECT_TRUE(j4["normalized"][0][0].is_null());
   auto r3 = run("ablate " + fixture("tiny_script.pt") + " --pairs " + pairs + " --ablation resample --out " + d + "/out3");
   EXPECT_EQ(r3.code, 0) << r3.out;
   EXPECT_TRUE(has(r3, "resample ablation: z by layer,head")) << r3.out;

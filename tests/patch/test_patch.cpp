@@ -2,6 +2,7 @@
 // plain-PyTorch forward per site, with reference.py's functional forward (no interp code). Batched
 // runs (every reuse mode) must equal those goldens and the one-variant-per-forward runs.
 #include <ATen/ATen.h>
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
@@ -14,6 +15,7 @@
 #include "interp/hooks.h"
 #include "interp/patch.h"
 #include "interp/safetensors.h"
+#include "interp/tokenizer.h"
 #include "interp/util.h"
 #include "test_util.h"
 
@@ -314,6 +316,39 @@ TEST(PromptPairs, FuzzedFilesLoadOrSayWhatIsWrong) {
     }
   }
   EXPECT_GT(rejected, 1000);
+  std::remove(path.c_str());
+}
+
+}  // namespace
+
+namespace {
+
+// Text prompts go through the tokenizer: compared with sentencepiece's own encoding of each text.
+TEST(PromptPairs, TextIsTokenizedWithBosAndOneTokenAnswers) {
+  auto tok = interp::Tokenizer::load(fixture("brown-1k.model"));
+  const std::string path = ::testing::TempDir() + "interp-text-pairs.json";
+  auto load = [&](const std::string& text) {
+    std::ofstream(path) << text;
+    return interp::load_prompt_pairs(path, &tok);
+  };
+  auto p = load(R"({"pairs": [{"clean": "The man said that his", "corrupted": "The man said that her",
+                               "answer": " he", "wrong": " she"}]})");
+  std::vector<int64_t> want{tok.bos_id()};
+  for (int32_t id : tok.encode("The man said that his")) want.push_back(id);
+  ASSERT_EQ(p.clean.size(1), static_cast<int64_t>(want.size()));
+  for (size_t i = 0; i < want.size(); ++i) EXPECT_EQ(p.clean[0][static_cast<int64_t>(i)].item<int64_t>(), want[i]);
+  EXPECT_EQ(p.answers[0].item<int64_t>(), tok.encode(" he").at(0));
+  EXPECT_EQ(p.wrong[0].item<int64_t>(), tok.encode(" she").at(0));
+  EXPECT_EQ(p.pos_labels.at(0), tok.piece(tok.bos_id()));
+  auto no_bos = load(R"({"pairs": [{"clean": "The man", "answer": 5}], "prepend_bos": false})");
+  EXPECT_EQ(no_bos.clean.size(1), static_cast<int64_t>(tok.encode("The man").size()));
+  try {
+    load(R"({"pairs": [{"clean": "The man", "answer": " John"}]})");
+    ADD_FAILURE() << "a multi-token answer was accepted";
+  } catch (const interp::Error& e) {
+    EXPECT_NE(std::string(e.what()).find(fmt::format("is {} tokens", tok.encode(" John").size())), std::string::npos)
+        << e.what();
+  }
   std::remove(path.c_str());
 }
 
