@@ -11,6 +11,8 @@
 #include "common.h"
 #include "interp/error.h"
 #include "interp/patch.h"
+#include "interp/prompts.h"
+#include "interp/report.h"
 #include "interp/tokenizer.h"
 #include "interp/util.h"
 

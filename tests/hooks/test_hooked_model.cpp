@@ -59,6 +59,31 @@ TEST_P(Golden, EveryHookPointMatchesReference) {
   for (const auto& m : model_->missing_points()) ADD_FAILURE() << "not placed: " << m.name << ": " << m.reason;
 }
 
+// Each point's structure is what its name says, on every export (scripted, traced, name-mapped):
+// the kind and layer rebuild the name, and the axes match TransformerLens's layouts.
+TEST_P(Golden, PointStructureMatchesTheName) {
+  using interp::PointKind;
+  const auto& pts = model_->hook_points();
+  int tl = 0;
+  for (size_t i = 0; i < pts.size(); ++i) {
+    const auto& p = pts[i];
+    EXPECT_EQ(p.order, static_cast<int64_t>(i)) << p.name;
+    if (p.kind == PointKind::Module) continue;
+    ++tl;
+    int layer = p.kind == PointKind::LnFinal ? -1 : p.layer;
+    EXPECT_EQ(interp::point_name(p.kind, layer), p.name);
+    EXPECT_EQ(interp::act_name(interp::kind_name(p.kind), layer < 0 ? std::nullopt : std::optional<int>(layer)), p.name);
+    if (p.kind == PointKind::LnFinal) EXPECT_EQ(p.layer, model_->info().n_layers);
+    bool heads = p.kind == PointKind::Q || p.kind == PointKind::K || p.kind == PointKind::V || p.kind == PointKind::Z;
+    bool pattern = p.kind == PointKind::Pattern || p.kind == PointKind::AttnScores;
+    EXPECT_EQ(p.head_axis, heads ? 2 : pattern ? 1 : -1) << p.name;
+    EXPECT_EQ(p.key_axis, pattern ? 3 : -1) << p.name;
+    if (p.kind != PointKind::Embed) EXPECT_EQ(p.pos_axis, pattern ? 2 : 1) << p.name;
+    EXPECT_EQ(p.shape[static_cast<size_t>(p.pos_axis < 0 ? 1 : p.pos_axis)], interp::HookPoint::kPos) << p.name;
+  }
+  EXPECT_GE(tl, 23);
+}
+
 TEST_P(Golden, PatchOnePositionOfResidPostFromAnotherRun) {
   const std::string hook = "blocks.0.hook_resid_post";
   const int64_t pos = std::stoll(golden_.metadata.at("patch_pos"));

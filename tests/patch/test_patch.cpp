@@ -14,6 +14,8 @@
 #include "interp/error.h"
 #include "interp/hooks.h"
 #include "interp/patch.h"
+#include "interp/prompts.h"
+#include "interp/report.h"
 #include "interp/safetensors.h"
 #include "interp/tokenizer.h"
 #include "interp/util.h"

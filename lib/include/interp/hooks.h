@@ -59,6 +59,23 @@ NamesFilter names_filter(const std::string& regex);
 std::string act_name(const std::string& short_name, std::optional<int> layer = std::nullopt,
                      std::optional<int> n_layers = std::nullopt);
 
+// What a hook point is, in TransformerLens terms. Set once, where the point is made (the graph
+// rewrite); code that needs a point's layer, kind or axes reads these fields, never the name.
+enum class PointKind : uint8_t {
+  Module,  // a submodule's output with no TransformerLens name
+  Embed, PosEmbed,
+  ResidPre, ResidMid, ResidPost, AttnOut, MlpOut,
+  Ln1, Ln2, LnFinal,  // ln*.hook_normalized
+  Q, K, V, Z, AttnScores, Pattern,
+  MlpPre, MlpPost,
+  // opt-in edge points (LoadOptions::edge_points)
+  QInput, KInput, VInput, MlpIn, Result,
+};
+// act_name's short name of a kind: "resid_pre", "q", "pattern", "q_input", "result" ("" for Module).
+const char* kind_name(PointKind kind);
+// The full TransformerLens name of a kind at a layer: (ResidPre, 3) -> "blocks.3.hook_resid_pre".
+std::string point_name(PointKind kind, int layer = -1);
+
 // One place in the forward pass where a hook can read or replace the value.
 struct HookPoint {
   std::string name;                  // TransformerLens name if there is one, else the module path
@@ -67,6 +84,11 @@ struct HookPoint {
   static constexpr int64_t kBatch = -1;
   static constexpr int64_t kPos = -2;
   std::string shape_str() const;     // "[batch, pos, 64]"
+  PointKind kind = PointKind::Module;
+  int layer = -1;     // blocks.{L}.*: L; ln_final: n_layers; embeddings and other modules: -1
+  // Axes of the value (-1: none). hook_pattern / hook_attn_scores: pos is the query axis.
+  int pos_axis = -1, head_axis = -1, key_axis = -1;
+  int64_t order = 0;  // index in hook_points() (forward order)
 };
 
 // A TransformerLens hook point that could not be placed, and why.

@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "interp/hooks.h"
+#include "interp/metrics.h"
 
 namespace interp {
 
@@ -74,28 +75,6 @@ Intervention resample_ablation(const HookedModel& model, const std::string& hook
 // or a value whose shape does not fit.
 at::Tensor run_with_interventions(const HookedModel& model, const at::Tensor& tokens,
                                   const std::vector<Intervention>& interventions, const RunOptions& options = {});
-
-// ---- metrics ----------------------------------------------------------------------------------
-// A metric reads the logits at `positions` (empty: all) and returns one value per prompt ([batch])
-// or one scalar; a variant's value is the mean over its prompts. Plain callables: write your own.
-struct Metric {
-  std::string name;
-  std::vector<int64_t> positions;  // negative: from the end
-  // logits: [batch, positions.size() (or pos when empty), d_vocab], float
-  std::function<at::Tensor(const at::Tensor& logits)> fn;
-};
-
-// logit[answer] - logit[wrong] at `position` (default: the last).
-Metric logit_diff(const at::Tensor& answers, const at::Tensor& wrong, int64_t position = -1);
-// softmax probability of the answer token at `position`.
-Metric answer_prob(const at::Tensor& answers, int64_t position = -1);
-// cross-entropy of the answer token at `position` (lower is better).
-Metric answer_loss(const at::Tensor& answers, int64_t position = -1);
-// KL(clean || run) of the next-token distributions at `positions` (empty: all), summed over positions.
-// clean_logits: [batch, pos, d_vocab] of the clean run.
-Metric kl_to(const at::Tensor& clean_logits, std::vector<int64_t> positions = {-1});
-// Mean next-token loss over the sequence (reads all positions).
-Metric sequence_loss(const at::Tensor& tokens);
 
 // ---- batched variants -------------------------------------------------------------------------
 struct VariantOptions {
@@ -194,39 +173,5 @@ PatchResult attribution_patching(const HookedModel& model, const at::Tensor& cle
 
 // JSON of a result (values, normalized, labels, baselines, stats).
 std::string to_json(const PatchResult& result, int indent = 2);
-
-}  // namespace interp
-
-namespace interp {
-
-class Tokenizer;
-
-// ---- prompt pairs -----------------------------------------------------------------------------
-// A JSON file of clean / corrupted prompt pairs:
-//   {"pairs": [{"clean": "When Mary and John ...", "corrupted": "When Mary and John ...",
-//               "answer": " Mary", "wrong": " John"},
-//              {"clean_tokens": [5, 17, 9], "corrupted_tokens": [5, 21, 9], "answer": 12, "wrong": 40}],
-//    "prepend_bos": true, "position": -1}
-// Text goes through the tokenizer (BOS prepended when the tokenizer has one, unless prepend_bos is
-// false); answers are a token id or a text that is exactly one token. "corrupted" and "wrong" may be
-// left out where nothing needs them (ablation, answer_prob). All prompts must have one length.
-// "position" (optional) is where the metric reads the logits (negative: from the end).
-struct PromptPairs {
-  at::Tensor clean, corrupted;           // [n, pos] int64 (corrupted undefined if no pair has one)
-  at::Tensor answers, wrong;             // [n] int64 (undefined if absent)
-  std::vector<std::string> pos_labels;   // the first clean prompt's tokens, for pictures
-  std::optional<int64_t> position;       // the metric's position, if the file names one
-};
-PromptPairs load_prompt_pairs(const std::string& path, const Tokenizer* tokenizer);
-
-// ---- pictures ---------------------------------------------------------------------------------
-// An SVG heatmap of a result's normalized values (values where the baselines agree): rows are layers
-// (x heads for three axes), columns positions (labelled with `pos_labels`) or heads; a diverging
-// colour scale centred on 0 with a legend; each cell's <title> holds its label and both numbers.
-std::string heatmap_svg(const PatchResult& result, const std::vector<std::string>& pos_labels,
-                        const std::string& title);
-// A self-contained page showing the heatmap, the baselines, the run's statistics and the top sites.
-std::string report_html(const PatchResult& result, const std::string& svg, const std::string& title,
-                        const std::vector<std::pair<std::string, std::string>>& facts);
 
 }  // namespace interp

@@ -115,7 +115,7 @@ class RunState final : public detail::HookRuntime {
     if (capture_[id] && cache) {
       at::Tensor v = grad ? act : act.detach();
       if (m_.raw[id].clone_on_capture) v = v.clone();
-      cache->put(m_.raw[id].names[0], v);
+      cache->put(m_.raw[id].names[0].name, v);
     }
     if (id == stop_id) {
       stopped = act;
@@ -183,7 +183,7 @@ torch::jit::GraphFunction* HookedModel::Impl::function_from(int64_t id) const {
   std::lock_guard<std::mutex> lock(from_mu);
   auto& f = from_fns[id];
   if (!f) f = std::make_unique<torch::jit::GraphFunction>(fmt::format("interp_forward_from_{}", id),
-                                                           graph_from_point(*graph, id, raw[id].names[0]), nullptr);
+                                                           graph_from_point(*graph, id, raw[id].names[0].name), nullptr);
   return f.get();
 }
 
@@ -319,7 +319,7 @@ std::map<int64_t, std::vector<int64_t>> probe_shapes(HookedModel::Impl& m) {
   ActivationCache a_cache = probe(2, pa), b_cache = probe(3, pb);
   std::map<int64_t, std::vector<int64_t>> shapes;
   for (size_t id = 0; id < m.raw.size(); ++id) {
-    const std::string& key = m.raw[id].names[0];
+    const std::string& key = m.raw[id].names[0].name;
     if (!a_cache.contains(key) || !b_cache.contains(key)) continue;  // never ran (a dead branch)
     auto a = a_cache[key].sizes(), b = b_cache[key].sizes();
     std::vector<int64_t> s(a.size(), -3);  // -3: varies some other way
@@ -333,20 +333,44 @@ std::map<int64_t, std::vector<int64_t>> probe_shapes(HookedModel::Impl& m) {
   return shapes;
 }
 
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() > suffix.size() && s.compare(s.size() - suffix.size(), std::string::npos, suffix) == 0;
+bool has_heads(PointKind k) {
+  switch (k) {
+    case PointKind::Q: case PointKind::K: case PointKind::V: case PointKind::Z:
+    case PointKind::QInput: case PointKind::KInput: case PointKind::VInput: case PointKind::Result:
+      return true;
+    default:
+      return false;
+  }
 }
+bool is_pattern(PointKind k) { return k == PointKind::Pattern || k == PointKind::AttnScores; }
 
 // TransformerLens's layouts for attention points.
-bool tl_layout_ok(const std::string& name, const std::vector<int64_t>& s) {
-  if (ends_with(name, ".hook_q") || ends_with(name, ".hook_k") || ends_with(name, ".hook_v") || ends_with(name, ".hook_z"))
+bool tl_layout_ok(PointKind kind, const std::vector<int64_t>& s) {
+  if (has_heads(kind))
     return s.size() == 4 && s[0] == HookPoint::kBatch && s[1] == HookPoint::kPos && s[2] > 0 && s[3] > 0;
-  if (ends_with(name, ".hook_pattern") || ends_with(name, ".hook_attn_scores"))
+  if (is_pattern(kind))
     return s.size() == 4 && s[0] == HookPoint::kBatch && s[1] > 0 && s[2] == HookPoint::kPos && s[3] == HookPoint::kPos;
   return true;
 }
 
-bool is_tl_name(const std::string& n) { return n.rfind("hook_", 0) == 0 || n.find(".hook_") != std::string::npos; }
+bool is_tl_name(const detail::PointTag& t) { return t.kind != PointKind::Module; }
+
+// The structure of a point from its primary tag and probed shape.
+void set_structure(HookPoint& p, const detail::PointTag& tag, int n_layers) {
+  p.kind = tag.kind;
+  p.layer = tag.kind == PointKind::LnFinal ? n_layers : tag.layer;
+  if (is_pattern(tag.kind)) {
+    p.head_axis = 1, p.pos_axis = 2, p.key_axis = 3;
+  } else if (has_heads(tag.kind)) {
+    p.pos_axis = 1, p.head_axis = 2;
+  } else {
+    for (size_t d = 0; d < p.shape.size(); ++d)
+      if (p.shape[d] == HookPoint::kPos) {
+        p.pos_axis = static_cast<int>(d);
+        break;
+      }
+  }
+}
 
 // Fills points / point_ids / name_to_id in forward order; the primary name is the first
 // TransformerLens name (else the module path) and becomes the cache key.
@@ -358,11 +382,14 @@ void index_points(HookedModel::Impl& m, const std::vector<int64_t>& order,
     auto primary = std::find_if(names.begin(), names.end(), is_tl_name);
     if (primary == names.end()) primary = names.begin();
     std::rotate(names.begin(), primary, primary + 1);  // primary first, the rest keep their order
-    HookPoint p{names[0], {names.begin() + 1, names.end()}, {}};
+    HookPoint p{names[0].name, {}, {}};
+    for (size_t i = 1; i < names.size(); ++i) p.aliases.push_back(names[i].name);
     if (auto sh = shapes.find(id); sh != shapes.end()) p.shape = sh->second;
+    set_structure(p, names[0], m.info.n_layers);
+    p.order = static_cast<int64_t>(m.points.size());
     for (const auto& n : names) {
-      m.name_to_id.emplace(n, id);
-      m.all_names.push_back(n);
+      m.name_to_id.emplace(n.name, id);
+      m.all_names.push_back(n.name);
     }
     m.points.push_back(std::move(p));
     m.point_ids.push_back(id);
@@ -445,11 +472,11 @@ HookedModel HookedModel::load(const std::string& path, const LoadOptions& option
     if (sh == shapes.end()) continue;
     auto& names_of = m->raw[id].names;
     for (auto it = names_of.begin(); it != names_of.end();) {
-      if (tl_layout_ok(*it, sh->second)) {
+      if (tl_layout_ok(it->kind, sh->second)) {
         ++it;
         continue;
       }
-      rw.failures[*it] = fmt::format("the value found has shape {}, not TransformerLens's layout", shape_str(sh->second));
+      rw.failures[it->name] = fmt::format("the value found has shape {}, not TransformerLens's layout", shape_str(sh->second));
       it = names_of.erase(it);
     }
   }

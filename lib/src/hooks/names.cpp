@@ -111,17 +111,16 @@ Role NameMap::role_of(const std::string& module_path) const {
   return {};
 }
 
-std::vector<std::string> output_hook_names(const Role& r) {
-  std::string b = fmt::format("blocks.{}.", r.layer);
+std::vector<PointTag> output_hook_names(const Role& r) {
   switch (r.kind) {
-    case Role::Embed: return {"hook_embed"};
-    case Role::PosEmbed: return {"hook_pos_embed"};
-    case Role::Block: return {b + "hook_resid_post"};
-    case Role::Attn: return {b + "hook_attn_out"};
-    case Role::Mlp: return {b + "hook_mlp_out"};
-    case Role::Ln1: return {b + "ln1.hook_normalized"};
-    case Role::Ln2: return {b + "ln2.hook_normalized"};
-    case Role::LnFinal: return {"ln_final.hook_normalized"};
+    case Role::Embed: return {{point_name(PointKind::Embed), PointKind::Embed, -1}};
+    case Role::PosEmbed: return {{point_name(PointKind::PosEmbed), PointKind::PosEmbed, -1}};
+    case Role::Block: return {{point_name(PointKind::ResidPost, r.layer), PointKind::ResidPost, r.layer}};
+    case Role::Attn: return {{point_name(PointKind::AttnOut, r.layer), PointKind::AttnOut, r.layer}};
+    case Role::Mlp: return {{point_name(PointKind::MlpOut, r.layer), PointKind::MlpOut, r.layer}};
+    case Role::Ln1: return {{point_name(PointKind::Ln1, r.layer), PointKind::Ln1, r.layer}};
+    case Role::Ln2: return {{point_name(PointKind::Ln2, r.layer), PointKind::Ln2, r.layer}};
+    case Role::LnFinal: return {{point_name(PointKind::LnFinal), PointKind::LnFinal, -1}};
     default: return {};
   }
 }
@@ -144,14 +143,67 @@ std::string did_you_mean(const std::string& name, const std::vector<std::string>
 
 }  // namespace detail
 
+namespace {
+struct KindInfo {
+  PointKind kind;
+  const char* short_name;
+  const char* pattern;  // {} = the layer
+};
+constexpr KindInfo kPointKinds[] = {
+    {PointKind::Embed, "embed", "hook_embed"},
+    {PointKind::PosEmbed, "pos_embed", "hook_pos_embed"},
+    {PointKind::ResidPre, "resid_pre", "blocks.{}.hook_resid_pre"},
+    {PointKind::ResidMid, "resid_mid", "blocks.{}.hook_resid_mid"},
+    {PointKind::ResidPost, "resid_post", "blocks.{}.hook_resid_post"},
+    {PointKind::AttnOut, "attn_out", "blocks.{}.hook_attn_out"},
+    {PointKind::MlpOut, "mlp_out", "blocks.{}.hook_mlp_out"},
+    {PointKind::Ln1, "ln1", "blocks.{}.ln1.hook_normalized"},
+    {PointKind::Ln2, "ln2", "blocks.{}.ln2.hook_normalized"},
+    {PointKind::LnFinal, "ln_final", "ln_final.hook_normalized"},
+    {PointKind::Q, "q", "blocks.{}.attn.hook_q"},
+    {PointKind::K, "k", "blocks.{}.attn.hook_k"},
+    {PointKind::V, "v", "blocks.{}.attn.hook_v"},
+    {PointKind::Z, "z", "blocks.{}.attn.hook_z"},
+    {PointKind::AttnScores, "attn_scores", "blocks.{}.attn.hook_attn_scores"},
+    {PointKind::Pattern, "pattern", "blocks.{}.attn.hook_pattern"},
+    {PointKind::MlpPre, "pre", "blocks.{}.mlp.hook_pre"},
+    {PointKind::MlpPost, "post", "blocks.{}.mlp.hook_post"},
+    {PointKind::QInput, "q_input", "blocks.{}.hook_q_input"},
+    {PointKind::KInput, "k_input", "blocks.{}.hook_k_input"},
+    {PointKind::VInput, "v_input", "blocks.{}.hook_v_input"},
+    {PointKind::MlpIn, "mlp_in", "blocks.{}.hook_mlp_in"},
+    {PointKind::Result, "result", "blocks.{}.attn.hook_result"},
+};
+bool kind_has_layer(PointKind k) { return k != PointKind::Embed && k != PointKind::PosEmbed && k != PointKind::LnFinal; }
+}  // namespace
+
+const char* kind_name(PointKind kind) {
+  for (const auto& k : kPointKinds)
+    if (k.kind == kind) return k.short_name;
+  return "";
+}
+
+std::string point_name(PointKind kind, int layer) {
+  for (const auto& k : kPointKinds) {
+    if (k.kind != kind) continue;
+    if (!kind_has_layer(kind)) return k.pattern;
+    if (layer < 0) throw Error(fmt::format("point_name: '{}' needs a layer >= 0", k.short_name));
+    return fmt::format(fmt::runtime(k.pattern), layer);
+  }
+  throw Error("point_name: a module output has no TransformerLens name");
+}
+
 std::string act_name(const std::string& short_name, std::optional<int> layer, std::optional<int> n_layers) {
-  static const char* kNoLayer[] = {"embed", "pos_embed"};
-  static const char* kBlock[] = {"resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out"};
-  static const char* kAttn[] = {"q", "k", "v", "z", "attn_scores", "pattern"};
-  static const char* kMlp[] = {"pre", "post"};
-  for (const char* s : kNoLayer)
-    if (short_name == s) return "hook_" + short_name;
-  if (short_name == "ln_final" || short_name == "normalized") return "ln_final.hook_normalized";
+  const std::string s = short_name == "normalized" ? "ln_final" : short_name;
+  const KindInfo* info = nullptr;
+  for (const auto& k : kPointKinds)
+    if (s == k.short_name) info = &k;
+  if (!info) {
+    std::vector<std::string> all;
+    for (const auto& k : kPointKinds) all.push_back(k.short_name);
+    throw Error(fmt::format("act_name: unknown short name '{}'; {}", short_name, detail::did_you_mean(short_name, all)));
+  }
+  if (!kind_has_layer(info->kind)) return point_name(info->kind);
   if (!layer) throw Error(fmt::format("act_name: '{}' needs a layer", short_name));
   int L = *layer;
   if (L < 0) {
@@ -160,18 +212,7 @@ std::string act_name(const std::string& short_name, std::optional<int> layer, st
   }
   if (L < 0 || (n_layers && L >= *n_layers))
     throw Error(fmt::format("act_name: layer {} out of range; the model has {} layers", *layer, n_layers.value_or(0)));
-  for (const char* s : kBlock)
-    if (short_name == s) return fmt::format("blocks.{}.hook_{}", L, short_name);
-  for (const char* s : kAttn)
-    if (short_name == s) return fmt::format("blocks.{}.attn.hook_{}", L, short_name);
-  for (const char* s : kMlp)
-    if (short_name == s) return fmt::format("blocks.{}.mlp.hook_{}", L, short_name);
-  if (short_name == "ln1" || short_name == "ln2") return fmt::format("blocks.{}.{}.hook_normalized", L, short_name);
-  std::vector<std::string> all = {"embed", "pos_embed", "ln_final", "ln1", "ln2"};
-  for (const char* s : kBlock) all.push_back(s);
-  for (const char* s : kAttn) all.push_back(s);
-  for (const char* s : kMlp) all.push_back(s);
-  throw Error(fmt::format("act_name: unknown short name '{}'; {}", short_name, detail::did_you_mean(short_name, all)));
+  return point_name(info->kind, L);
 }
 
 NamesFilter names_filter(std::vector<std::string> names) {

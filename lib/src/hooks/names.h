@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "interp/hooks.h"
+
 namespace interp::detail {
 
 // What a module is, in TransformerLens terms.
@@ -32,8 +34,15 @@ class NameMap {
   std::string source_;
 };
 
+// A name of a hook point with the structure it was made with.
+struct PointTag {
+  std::string name;
+  PointKind kind = PointKind::Module;
+  int layer = -1;
+};
+
 // TransformerLens hook names a module's output carries ("blocks.3.hook_attn_out", ...).
-std::vector<std::string> output_hook_names(const Role& role);
+std::vector<PointTag> output_hook_names(const Role& role);
 
 // The names in `candidates` closest to `name` (edit distance), best first.
 std::vector<std::string> closest_names(const std::string& name, const std::vector<std::string>& candidates,

@@ -88,9 +88,9 @@ class Rewriter {
     Role role = names_.role_of(prefix);
     if (role.kind == Role::Block) {
       out_.blocks.emplace(role.layer, false);
-      std::string name = fmt::format("blocks.{}.hook_resid_pre", role.layer);
+      std::string name = point_name(PointKind::ResidPre, role.layer);
       if (g.inputs().size() >= 2 && is_tensor(g.inputs()[1]))
-        add_point(g.inputs()[1], name);
+        add_point(g.inputs()[1], {name, PointKind::ResidPre, role.layer});
       else
         out_.failures[name] = fmt::format("{}'s forward takes no tensor input", prefix);
     }
@@ -134,10 +134,10 @@ class Rewriter {
   }
 
   // Puts a hook op on `v` (or names the one already there) and returns the hooked value.
-  Value* add_point(Value* v, const std::string& name) {
+  Value* add_point(Value* v, PointTag tag) {
     v = hooked(v);
     if (v->node()->kind() == hook_symbol()) {
-      out_.points[point_id(v->node())].names.push_back(name);
+      out_.points[point_id(v->node())].names.push_back(std::move(tag));
       return v;
     }
     Graph* g = v->owningGraph();
@@ -149,7 +149,7 @@ class Rewriter {
     n->output()->setType(v->type());
     v->replaceAllUsesWith(n->output());
     n->replaceInput(0, v);
-    out_.points.push_back({{name}, false});
+    out_.points.push_back({{std::move(tag)}, false});
     return n->output();
   }
 
@@ -193,11 +193,11 @@ class Rewriter {
     Role role = names_.role_of(path);
     if (outs.size() != 1 || !is_tensor(outs[0])) {
       for (const auto& tl : output_hook_names(role))
-        out_.failures[tl] = fmt::format("{} returns {}, not a tensor", path, outs.empty() ? "nothing" : outs[0]->type()->str());
+        out_.failures[tl.name] = fmt::format("{} returns {}, not a tensor", path, outs.empty() ? "nothing" : outs[0]->type()->str());
       return;
     }
     int count = call_count_[path]++;
-    Value* h = add_point(outs[0], count == 0 ? path : fmt::format("{}#{}", path, count));
+    Value* h = add_point(outs[0], {count == 0 ? path : fmt::format("{}#{}", path, count), PointKind::Module, role.layer});
     if (count > 0) return;  // TransformerLens names go to the first call only
     for (const auto& tl : output_hook_names(role)) add_point(h, tl);
     calls.emplace_back(role, h);
@@ -262,14 +262,14 @@ class Rewriter {
   }
 
   void attention_points(Graph& g, int L) {
-    const std::string P = fmt::format("blocks.{}.attn.hook_", L);
-    auto fail = [&](std::initializer_list<const char*> which, const std::string& why) {
-      for (const char* w : which) out_.failures[P + w] = why;
+    auto fail = [&](std::initializer_list<PointKind> which, const std::string& why) {
+      for (PointKind w : which) out_.failures[point_name(w, L)] = why;
     };
+    auto tag = [&](PointKind k) { return PointTag{point_name(k, L), k, L}; };
     std::vector<Node*> softmax;
     find_nodes(g.block(), {"aten::softmax", "aten::_softmax"}, softmax);
     if (softmax.size() != 1) {
-      fail({"q", "k", "v", "attn_scores", "pattern", "z"},
+      fail({PointKind::Q, PointKind::K, PointKind::V, PointKind::AttnScores, PointKind::Pattern, PointKind::Z},
            fmt::format("blocks.{}.attn has {} softmax nodes; the attention pattern needs exactly one", L,
                        softmax.size()));
       return;
@@ -285,20 +285,20 @@ class Rewriter {
       q = back_through_layout(ops[0]);
       k = back_through_layout(ops[1]);
     } else {
-      fail({"q", "k"}, fmt::format("no matmul/einsum of two operands found before blocks.{}.attn's softmax", L));
+      fail({PointKind::Q, PointKind::K}, fmt::format("no matmul/einsum of two operands found before blocks.{}.attn's softmax", L));
     }
     if (auto ops = pv ? product_operands(pv) : std::vector<Value*>{}; ops.size() == 2) {
       v = back_through_layout(ops[0] == pattern_side ? ops[1] : ops[0]);
       z = forward_through_layout(pv->output());
     } else {
-      fail({"v", "z"}, fmt::format("no matmul/einsum of two operands found after blocks.{}.attn's softmax", L));
+      fail({PointKind::V, PointKind::Z}, fmt::format("no matmul/einsum of two operands found after blocks.{}.attn's softmax", L));
     }
-    if (q) add_point(q, P + "q");
-    if (k) add_point(k, P + "k");
-    if (v) add_point(v, P + "v");
-    add_point(scores, P + "attn_scores");
-    add_point(pattern, P + "pattern");
-    if (z) add_point(z, P + "z");
+    if (q) add_point(q, tag(PointKind::Q));
+    if (k) add_point(k, tag(PointKind::K));
+    if (v) add_point(v, tag(PointKind::V));
+    add_point(scores, tag(PointKind::AttnScores));
+    add_point(pattern, tag(PointKind::Pattern));
+    if (z) add_point(z, tag(PointKind::Z));
   }
 
   void mlp_points(Graph& g, int L) {
@@ -308,16 +308,16 @@ class Rewriter {
     if (act.size() != 1) {
       auto why = fmt::format("blocks.{}.mlp has {} activation nodes (gelu/relu/silu); the pattern needs exactly one",
                              L, act.size());
-      out_.failures[fmt::format("blocks.{}.mlp.hook_pre", L)] = why;
-      out_.failures[fmt::format("blocks.{}.mlp.hook_post", L)] = why;
+      out_.failures[point_name(PointKind::MlpPre, L)] = why;
+      out_.failures[point_name(PointKind::MlpPost, L)] = why;
       return;
     }
-    add_point(act[0]->input(0), fmt::format("blocks.{}.mlp.hook_pre", L));
-    add_point(act[0]->output(), fmt::format("blocks.{}.mlp.hook_post", L));
+    add_point(act[0]->input(0), {point_name(PointKind::MlpPre, L), PointKind::MlpPre, L});
+    add_point(act[0]->output(), {point_name(PointKind::MlpPost, L), PointKind::MlpPost, L});
   }
 
   void resid_mid_point(int L, const std::vector<std::pair<Role, Value*>>& calls) {
-    const std::string name = fmt::format("blocks.{}.hook_resid_mid", L);
+    const std::string name = point_name(PointKind::ResidMid, L);
     auto attn = std::find_if(calls.begin(), calls.end(), [](auto& c) { return c.first.kind == Role::Attn; });
     bool has_mlp = std::any_of(calls.begin(), calls.end(), [](auto& c) { return c.first.kind == Role::Mlp; });
     if (!has_mlp) return;  // attention-only block: TransformerLens has no resid_mid either
@@ -327,7 +327,7 @@ class Rewriter {
     }
     for (const auto& use : attn->second->uses()) {
       if (kind_in(use.user, {"aten::add"})) {
-        add_point(use.user->output(), name);
+        add_point(use.user->output(), {name, PointKind::ResidMid, L});
         return;
       }
     }

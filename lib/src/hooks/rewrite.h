@@ -23,7 +23,7 @@
 namespace interp::detail {
 
 struct RewrittenPoint {
-  std::vector<std::string> names;  // module path and/or TransformerLens names; names[0] is primary
+  std::vector<PointTag> names;  // module path and/or TransformerLens names; names[0] is primary
   bool clone_on_capture = false;   // the graph later modifies this value in place
 };
 

@@ -17,6 +17,7 @@ struct PointAxes {
   int64_t order = 0;   // index in forward order
   int pos = -1, head = -1, key = -1;
   int layer = -1;      // blocks.{L}.*; n_layers for ln_final; -1 otherwise
+  PointKind kind = PointKind::Module;
   bool is_kv = false;  // blocks.L.attn.hook_k / hook_v
 };
 
@@ -52,6 +53,8 @@ void apply(at::Tensor rows, const Resolved& r, int64_t pos_offset, int64_t n_pos
 // Bool mask of the elements a site covers, shaped to broadcast against the full activation
 // ([1, ...] with the site's axes full size). shape: the activation's shape.
 at::Tensor site_mask(const Resolved& r, at::IntArrayRef shape, int64_t pos_offset);
+
+std::string shape_of(at::IntArrayRef shape);  // "[2, 3]"
 
 std::vector<int64_t> normalize_positions(const std::vector<int64_t>& positions, int64_t n_pos, const std::string& what);
 

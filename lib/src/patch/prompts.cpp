@@ -7,7 +7,7 @@
 #include <sstream>
 
 #include "interp/error.h"
-#include "interp/patch.h"
+#include "interp/prompts.h"
 #include "interp/tokenizer.h"
 
 namespace interp {

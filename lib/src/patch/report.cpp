@@ -6,7 +6,7 @@
 #include <cmath>
 #include <numeric>
 
-#include "interp/patch.h"
+#include "interp/report.h"
 
 namespace interp {
 namespace {

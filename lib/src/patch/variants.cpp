@@ -32,8 +32,6 @@ struct Entry {
   int kv_from = 0;
 };
 
-bool starts_with(const std::string& s, const std::string& p) { return s.rfind(p, 0) == 0; }
-
 struct Engine {
   const HookedModel& model;
   at::Tensor tokens;  // [B, T] on the model's device
@@ -62,23 +60,27 @@ struct Engine {
     if (!metric.fn) throw Error(fmt::format("metric '{}' has no function", metric.name));
   }
 
-  std::optional<Entry> point_entry(const std::string& name, int L) const {
-    auto has = [&](const std::string& n) { return order_of.count(n) > 0; };
-    if (!has(name)) return std::nullopt;
-    std::string b = fmt::format("blocks.{}.", L);
+  // The residual point a variant editing `a` can split off at: the residual stream entering the
+  // sublayer that computes `a`.
+  std::optional<Entry> point_entry(const PointAxes& a) const {
+    const int L = a.layer;
     Entry e;
-    if (L >= 0 && L < n_layers && starts_with(name, b)) {
-      std::string r = name.substr(b.size());
-      if (r == "hook_resid_post") e = {name, 0, L + 1};
-      else if (r == "hook_resid_mid" || starts_with(r, "ln2.") || starts_with(r, "mlp.") || r == "hook_mlp_out")
-        e = {b + "hook_resid_mid", 0, L + 1};
-      else e = {b + "hook_resid_pre", 0, L};
+    if (L >= 0 && L < n_layers) {
+      switch (a.kind) {
+        case PointKind::ResidPost: e = {a.name, 0, L + 1}; break;
+        case PointKind::ResidMid: case PointKind::Ln2: case PointKind::MlpIn: case PointKind::MlpPre:
+        case PointKind::MlpPost: case PointKind::MlpOut:
+          e = {point_name(PointKind::ResidMid, L), 0, L + 1};
+          break;
+        case PointKind::Module: return std::nullopt;
+        default: e = {point_name(PointKind::ResidPre, L), 0, L};
+      }
     } else if (L == n_layers && n_layers > 0) {
-      e = {fmt::format("blocks.{}.hook_resid_post", n_layers - 1), 0, n_layers};
+      e = {point_name(PointKind::ResidPost, n_layers - 1), 0, n_layers};
     } else {
       return std::nullopt;
     }
-    if (!has(e.name) || order_of.at(e.name) > order_of.at(name)) return std::nullopt;
+    if (!order_of.count(e.name) || order_of.at(e.name) > a.order) return std::nullopt;
     e.order = order_of.at(e.name);
     return e;
   }
@@ -86,7 +88,7 @@ struct Engine {
   std::optional<Entry> variant_entry(const std::vector<Resolved>& rs) const {
     std::optional<Entry> best;
     for (const auto& r : rs) {
-      auto e = point_entry(r.axes.name, r.axes.layer);
+      auto e = point_entry(r.axes);
       if (!e) return std::nullopt;
       if (!best || e->order < best->order) best = e;
     }
@@ -145,8 +147,7 @@ struct Engine {
     for (int64_t u : U)
       if (u >= p) sel.push_back(u - p);
     if (mode != Mode::None && n_layers > 0 && static_cast<int64_t>(sel.size()) < T - p && !sel.empty()) {
-      std::string last = fmt::format("blocks.{}.", n_layers - 1);
-      for (const auto& cand : {last + "hook_resid_mid", last + "hook_resid_post"}) {
+      for (const auto& cand : {point_name(PointKind::ResidMid, n_layers - 1), point_name(PointKind::ResidPost, n_layers - 1)}) {
         auto it = order_of.find(cand);
         if (it == order_of.end() || it->second < entry->order || it->second < last_order) continue;
         at::Tensor idx = at::tensor(sel, at::kLong).to(tokens.device());

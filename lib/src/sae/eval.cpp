@@ -7,12 +7,12 @@
 #include <nlohmann/json.hpp>
 
 #include "interp/error.h"
-#include "interp/patch.h"
+#include "interp/metrics.h"
 
 namespace interp {
 namespace {
 
-// The patching metrics (interp/patch.h) on whole runs: mean next-token cross-entropy of logits
+// The patching metrics (interp/metrics.h) on whole runs: mean next-token cross-entropy of logits
 // [B, T, V] on tokens [B, T], and the mean over positions of KL(p || q).
 double next_token_ce(const at::Tensor& logits, const at::Tensor& tokens) {
   return sequence_loss(tokens).fn(logits).mean().item<double>();
