@@ -14,16 +14,21 @@ void ModelArgs::add_to(CLI::App& cmd, const std::string& name, const std::string
   cmd.add_option("--name-map", name_map,
                  "JSON map from module path patterns to TransformerLens module names, for models whose modules "
                  "are not named as in TransformerLens (e.g. models/name_maps/hf_gpt2.json)");
+  cmd.add_flag("--edge-points", edge_points,
+               "add the opt-in edge points blocks.L.hook_q_input/k_input/v_input, attn.hook_result and hook_mlp_in "
+               "(cost compute; needed for edge-level circuits)");
 }
 
-HookedModel load_model(const std::string& path, const std::string& device, const std::string& name_map) {
+HookedModel load_model(const std::string& path, const std::string& device, const std::string& name_map,
+                       bool edge_points) {
   LoadOptions o;
   o.device = device;
   o.name_map = name_map;
+  o.edge_points = edge_points;
   return HookedModel::load(path, o);
 }
 
-HookedModel ModelArgs::load() const { return load_model(model, device, name_map); }
+HookedModel ModelArgs::load() const { return load_model(model, device, name_map, edge_points); }
 
 void CorpusArgs::add_to(CLI::App& cmd) {
   cmd.add_option("--data", data, "corpus: a Brown folder, text file(s), or a token file (.safetensors)")->required();

@@ -18,11 +18,13 @@ struct ModelArgs {
   std::string model;
   std::string device = "cpu";
   std::string name_map;
+  bool edge_points = false;
   void add_to(CLI::App& cmd, const std::string& name = "model", const std::string& help = "TorchScript model file (.pt)");
   HookedModel load() const;
 };
 
-HookedModel load_model(const std::string& path, const std::string& device, const std::string& name_map);
+HookedModel load_model(const std::string& path, const std::string& device, const std::string& name_map,
+                       bool edge_points = false);
 
 // --data, --format, --tokenizer: a corpus, tokenized (or a token file as it is).
 struct CorpusArgs {

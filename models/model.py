@@ -39,6 +39,7 @@ class Config:
     layout: str = "tl"          # "tl" -> GPT, "hf" -> HFStyleGPT
     seed: int = 0
     init_std: float = 0.1
+    normalization: str = "ln"   # "ln" (LayerNorm) or "none" (TransformerLens's normalization_type=None)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -108,6 +109,21 @@ class LayerNorm(nn.Module):
         return x / scale * self.w + self.b
 
 
+class NoNorm(nn.Module):
+    """normalization="none": the identity (TransformerLens's normalization_type=None)."""
+
+    def forward(self, x):
+        return x
+
+
+def _norm(cfg: Config) -> nn.Module:
+    if cfg.normalization == "ln":
+        return LayerNorm(cfg)
+    if cfg.normalization == "none":
+        return NoNorm()
+    raise ValueError(f"unknown normalization {cfg.normalization!r}")
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: Config):
         super().__init__()
@@ -158,9 +174,9 @@ class MLP(nn.Module):
 class Block(nn.Module):
     def __init__(self, cfg: Config):
         super().__init__()
-        self.ln1 = LayerNorm(cfg)
+        self.ln1 = _norm(cfg)
         self.attn = Attention(cfg)
-        self.ln2 = LayerNorm(cfg)
+        self.ln2 = _norm(cfg)
         self.mlp = MLP(cfg)
 
     def forward(self, resid_pre):
@@ -174,7 +190,7 @@ class AttnOnlyBlock(nn.Module):
 
     def __init__(self, cfg: Config):
         super().__init__()
-        self.ln1 = LayerNorm(cfg)
+        self.ln1 = _norm(cfg)
         self.attn = Attention(cfg)
 
     def forward(self, resid_pre):
@@ -208,7 +224,7 @@ class GPT(nn.Module):
         self.pos_embed = PosEmbed(cfg)
         self.blocks = nn.ModuleList([AttnOnlyBlock(cfg) if cfg.attn_only else Block(cfg)
                                      for _ in range(cfg.n_layers)])
-        self.ln_final = LayerNorm(cfg)
+        self.ln_final = _norm(cfg)
         self.unembed = TiedUnembed(self.embed) if cfg.tied else Unembed(cfg)
 
     def forward(self, tokens):  # [batch, pos] int64 -> logits [batch, pos, d_vocab]

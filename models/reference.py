@@ -24,12 +24,12 @@ def standard_weights(model, cfg: Config):
             p = f"blocks.{L}."
             for n in ["W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V", "b_O"]:
                 W[f"{L}.{n}"] = sd[p + "attn." + n]
-            W[f"{L}.ln1_w"], W[f"{L}.ln1_b"] = sd[p + "ln1.w"], sd[p + "ln1.b"]
+            W[f"{L}.ln1_w"], W[f"{L}.ln1_b"] = sd.get(p + "ln1.w"), sd.get(p + "ln1.b")
             if not cfg.attn_only:
-                W[f"{L}.ln2_w"], W[f"{L}.ln2_b"] = sd[p + "ln2.w"], sd[p + "ln2.b"]
+                W[f"{L}.ln2_w"], W[f"{L}.ln2_b"] = sd.get(p + "ln2.w"), sd.get(p + "ln2.b")
                 for n in ["W_in", "b_in", "W_out", "b_out"]:
                     W[f"{L}.{n}"] = sd[p + "mlp." + n]
-        W["lnf_w"], W["lnf_b"] = sd["ln_final.w"], sd["ln_final.b"]
+        W["lnf_w"], W["lnf_b"] = sd.get("ln_final.w"), sd.get("ln_final.b")
         if cfg.tied:
             W["W_U"], W["b_U"] = sd["embed.W_E"].t(), torch.zeros(cfg.d_vocab)
         else:
@@ -56,6 +56,8 @@ def standard_weights(model, cfg: Config):
 
 
 def _layer_norm(x, w, b, eps):
+    if w is None:  # normalization="none"
+        return x
     x = x - x.mean(-1, keepdim=True)
     return x / (x.pow(2).mean(-1, keepdim=True) + eps).sqrt() * w + b
 
@@ -100,3 +102,91 @@ def forward(W, cfg: Config, tokens, hooks=None):
         resid = hp(P + "hook_resid_post", resid_mid + mlp_out)
     x = hp("ln_final.hook_normalized", _layer_norm(resid, W["lnf_w"], W["lnf_b"], cfg.ln_eps))
     return x @ W["W_U"] + W["b_U"], acts
+
+
+# ---------------------------------------------------------------------------------------------
+# The circuit graph: every receiver's input is the sum of the outputs of the senders before it.
+#   senders:   "embed" (token + position), "a{L}.h{H}" (one head's output, z_h @ W_O[h]), "m{L}"
+#   receivers: "a{L}.h{H}<q>", "<k>", "<v>" (one head's query / key / value input), "m{L}", "logits"
+# The biases b_O and b_out belong to no node: every later receiver gets them.
+
+
+def senders(cfg):
+    out = ["embed"]
+    for L in range(cfg.n_layers):
+        out += [f"a{L}.h{h}" for h in range(cfg.n_heads)]
+        if not cfg.attn_only:
+            out.append(f"m{L}")
+    return out
+
+
+def receivers(cfg):
+    out = []
+    for L in range(cfg.n_layers):
+        out += [f"a{L}.h{h}<{x}>" for h in range(cfg.n_heads) for x in "qkv"]
+        if not cfg.attn_only:
+            out.append(f"m{L}")
+    return out + ["logits"]
+
+
+def _layer_of(node):
+    return -1 if node == "embed" else int(node[1:].split(".")[0].split("<")[0])
+
+
+def edges(cfg):
+    """(sender, receiver) pairs in forward order: a sender feeds every receiver after it."""
+    out = []
+    for r in receivers(cfg):
+        for s in senders(cfg):
+            if r == "logits":
+                out.append((s, r))
+            elif r.startswith("a"):
+                if _layer_of(s) < _layer_of(r):
+                    out.append((s, r))
+            elif _layer_of(s) < _layer_of(r) or (s.startswith("a") and _layer_of(s) == _layer_of(r)):
+                out.append((s, r))
+    return out
+
+
+def edge_forward(W, cfg, tokens, replace=None):
+    """Forward pass in which each receiver's input is summed from its senders' outputs.
+
+    replace: {(sender, receiver): tensor [b, p, d_model]} gives that sender's output as seen by that
+    receiver only (edge patching). Returns (logits, outputs, inputs): outputs[sender] and
+    inputs[receiver] are [b, p, d_model], computed in this run."""
+    replace = replace or {}
+    outs, ins = {}, {}
+    b, t = tokens.shape
+    outs["embed"] = W["W_E"][tokens] + W["W_pos"][:t].unsqueeze(0)
+    bias = torch.zeros(cfg.d_model)
+    causal = torch.tril(torch.ones(t, t, dtype=torch.bool))
+
+    def gather(recv):
+        x = bias.clone()
+        for s, r in edges(cfg):
+            if r == recv:
+                x = x + replace.get((s, r), outs[s])
+        ins[recv] = x
+        return x
+
+    for L in range(cfg.n_layers):
+        zs = []
+        for h in range(cfg.n_heads):
+            qkv = {}
+            for x in "qkv":
+                inp = _layer_norm(gather(f"a{L}.h{h}<{x}>"), W[f"{L}.ln1_w"], W[f"{L}.ln1_b"], cfg.ln_eps)
+                Wx, bx = W[f"{L}.W_{x.upper()}"][h], W[f"{L}.b_{x.upper()}"][h]
+                qkv[x] = inp @ Wx + bx  # [b, p, e]
+            scores = torch.einsum("bqe,bke->bqk", qkv["q"], qkv["k"]) / math.sqrt(cfg.d_head)
+            scores = torch.where(causal, scores, torch.tensor(cfg.mask_value, dtype=scores.dtype))
+            z = torch.einsum("bqk,bke->bqe", torch.softmax(scores, dim=-1), qkv["v"])
+            outs[f"a{L}.h{h}"] = z @ W[f"{L}.W_O"][h]
+        bias = bias + W[f"{L}.b_O"]
+        if not cfg.attn_only:
+            x = _layer_norm(gather(f"m{L}"), W[f"{L}.ln2_w"], W[f"{L}.ln2_b"], cfg.ln_eps)
+            pre = x @ W[f"{L}.W_in"] + W[f"{L}.b_in"]
+            post = F.gelu(pre, approximate="tanh" if cfg.act == "gelu_tanh" else "none")
+            outs[f"m{L}"] = post @ W[f"{L}.W_out"]
+            bias = bias + W[f"{L}.b_out"]
+    x = _layer_norm(gather("logits"), W["lnf_w"], W["lnf_b"], cfg.ln_eps)
+    return x @ W["W_U"] + W["b_U"], outs, ins

@@ -34,8 +34,9 @@ struct ModelFixture {
 };
 inline std::ostream& operator<<(std::ostream& os, const ModelFixture& f) { return os << f.model; }
 
-inline HookedModel load(const ModelFixture& f) {
+inline HookedModel load(const ModelFixture& f, bool edge_points = false) {
   LoadOptions o;
+  o.edge_points = edge_points;
   if (!f.name_map.empty()) o.name_map = fixture(f.name_map);
   return HookedModel::load(fixture(f.model), o);
 }

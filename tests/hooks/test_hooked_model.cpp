@@ -84,6 +84,42 @@ TEST_P(Golden, PointStructureMatchesTheName) {
   EXPECT_GE(tl, 23);
 }
 
+// The opt-in edge points (hook_q/k/v_input, attn.hook_result, hook_mlp_in) against
+// models/make_edge_goldens.py, which sums each receiver's input from its senders in plain PyTorch.
+TEST_P(Golden, EdgePointsMatchReference) {
+  std::string golden = "edge_" + GetParam().golden;
+  HookedModel m = load(GetParam(), /*edge_points=*/true);
+  auto eg = interp::safetensors_load(fixture(golden));
+  EXPECT_TRUE(m.info().edge_points);
+  auto [logits, cache] = m.run_with_cache(eg.tensors.at("tokens"));
+  EXPECT_TRUE(close(logits, eg.tensors.at("logits"), 1e-5, "logits"));
+  int compared = 0;
+  for (const auto& [key, want] : eg.tensors) {
+    if (key.rfind("act.", 0) != 0) continue;
+    std::string name = key.substr(4);
+    ASSERT_TRUE(cache.contains(name)) << name << " was not captured";
+    auto r = close(cache[name], want, 1e-5, name);
+    EXPECT_TRUE(r);
+    std::printf("  %s\n", r.message());
+    const auto& p = m.hook_point(name);
+    EXPECT_EQ(p.pos_axis, 1);
+    EXPECT_EQ(p.head_axis, want.dim() == 4 ? 2 : -1) << name;
+    ++compared;
+  }
+  EXPECT_GE(compared, 8);
+  for (const auto& mp : m.missing_points()) ADD_FAILURE() << "not placed: " << mp.name << ": " << mp.reason;
+  // every other point is still there, with the values of the model loaded without edge points
+  auto [plain_logits, plain] = model_->run_with_cache(eg.tensors.at("tokens"));
+  for (const auto& name : plain.names()) EXPECT_TRUE(close(cache[name], plain[name], 1e-5, name));
+
+  // Head 2 of layer 1 reads its query from the corrupted run's input; nothing else changes.
+  auto [c_logits, c_cache] = m.run_with_cache(eg.tensors.at("corrupted_tokens"), interp::names_filter("hook_q_input"));
+  at::Tensor other = c_cache["blocks.1.hook_q_input"];
+  at::Tensor patched = m.run_with_hooks(eg.tensors.at("tokens"), {{"blocks.1.hook_q_input",
+      [&](at::Tensor& x, const std::string&) { x = x.clone(); x.select(2, 2).copy_(other.select(2, 2)); }}});
+  EXPECT_TRUE(close(patched, eg.tensors.at("all_into.logits"), 1e-5, "q input of head 1.2 from the corrupted run"));
+}
+
 TEST_P(Golden, PatchOnePositionOfResidPostFromAnotherRun) {
   const std::string hook = "blocks.0.hook_resid_post";
   const int64_t pos = std::stoll(golden_.metadata.at("patch_pos"));

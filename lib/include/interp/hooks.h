@@ -125,6 +125,14 @@ class ActivationCache {
 struct LoadOptions {
   std::string device = "cpu";   // "cpu", "cuda", "cuda:1"
   std::string name_map;         // JSON file: module path pattern -> TransformerLens module name
+  // Add the edge points (TransformerLens's use_split_qkv_input + use_attn_result + use_hook_mlp_in):
+  //   blocks.{L}.hook_q_input|hook_k_input|hook_v_input  [batch, pos, head, d_model]
+  //   blocks.{L}.attn.hook_result                        [batch, pos, head, d_model]
+  //   blocks.{L}.hook_mlp_in                             [batch, pos, d_model]
+  // They cost compute (each head's q/k/v projection and output projection run once per head) and
+  // make logits differ from the plain run in the last bits (the attention output becomes a sum of
+  // per-head results); load() checks that difference and refuses a model where it is not tiny.
+  bool edge_points = false;
 };
 
 struct RunOptions {
@@ -170,6 +178,7 @@ struct ModelInfo {
   int64_t n_ctx = 0;      // rows of pos_embed's first parameter (0 if unknown)
   int64_t n_heads = 0;    // from hook_q (0 if unknown)
   int64_t d_head = 0;
+  bool edge_points = false;  // loaded with LoadOptions::edge_points
 };
 
 class HookedModel {

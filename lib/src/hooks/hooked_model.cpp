@@ -64,6 +64,7 @@ struct HookedModel::Impl {
   std::vector<std::string> all_names;
   std::vector<MissingPoint> missing;
   ModelInfo info;
+  double edge_check_max_diff = -1;  // logits max |diff| with edge points vs without (-1: not added)
   std::mutex mu;
   std::map<uint64_t, PersistentHook> persistent;
   uint64_t next_handle = 1;
@@ -396,10 +397,28 @@ void index_points(HookedModel::Impl& m, const std::vector<int64_t>& order,
   }
 }
 
+// A candidate for an attention point in another layout is not given the TransformerLens name.
+void drop_wrong_layouts(HookedModel::Impl& m, const std::map<int64_t, std::vector<int64_t>>& shapes,
+                        std::map<std::string, std::string>& failures) {
+  for (size_t id = 0; id < m.raw.size(); ++id) {
+    auto sh = shapes.find(static_cast<int64_t>(id));
+    if (sh == shapes.end()) continue;
+    auto& names_of = m.raw[id].names;
+    for (auto it = names_of.begin(); it != names_of.end();) {
+      if (tl_layout_ok(it->kind, sh->second)) {
+        ++it;
+        continue;
+      }
+      failures[it->name] = fmt::format("the value found has shape {}, not TransformerLens's layout", shape_str(sh->second));
+      it = names_of.erase(it);
+    }
+  }
+}
+
 // The TransformerLens points the mapped modules promise, and why each absent one is absent.
 std::vector<MissingPoint> missing_tl_points(const HookedModel::Impl& m, const std::map<int, bool>& blocks,
                                             const std::map<std::string, std::string>& failures,
-                                            const std::string& name_map_source) {
+                                            const std::string& name_map_source, bool edge_points) {
   std::vector<std::string> expected = {"hook_embed", "hook_pos_embed"};
   for (const auto& [L, has_mlp] : blocks) {
     std::string b = fmt::format("blocks.{}.", L);
@@ -409,6 +428,11 @@ std::vector<MissingPoint> missing_tl_points(const HookedModel::Impl& m, const st
     if (has_mlp)
       for (const char* s : {"hook_resid_mid", "ln2.hook_normalized", "mlp.hook_pre", "mlp.hook_post", "hook_mlp_out"})
         expected.push_back(b + s);
+    if (edge_points) {
+      for (PointKind k : {PointKind::QInput, PointKind::KInput, PointKind::VInput, PointKind::Result})
+        expected.push_back(point_name(k, L));
+      if (has_mlp) expected.push_back(point_name(PointKind::MlpIn, L));
+    }
     expected.push_back(b + "hook_resid_post");
   }
   if (blocks.empty()) expected.push_back("blocks.{L}.*");
@@ -466,24 +490,47 @@ HookedModel HookedModel::load(const std::string& path, const LoadOptions& option
   m->info.n_ctx = context_length(m->module, rw.pos_embed_path);
 
   auto shapes = probe_shapes(*m);
-  // A candidate for an attention point in another layout is not given the TransformerLens name.
-  for (size_t id = 0; id < m->raw.size(); ++id) {
-    auto sh = shapes.find(static_cast<int64_t>(id));
-    if (sh == shapes.end()) continue;
-    auto& names_of = m->raw[id].names;
-    for (auto it = names_of.begin(); it != names_of.end();) {
-      if (tl_layout_ok(it->kind, sh->second)) {
-        ++it;
-        continue;
-      }
-      rw.failures[it->name] = fmt::format("the value found has shape {}, not TransformerLens's layout", shape_str(sh->second));
-      it = names_of.erase(it);
+  drop_wrong_layouts(*m, shapes, rw.failures);
+  if (options.edge_points) {
+    int64_t n_heads = 0;
+    for (size_t id = 0; id < m->raw.size(); ++id)
+      for (const auto& t : m->raw[id].names)
+        if (t.kind == PointKind::Q && t.layer == 0 && shapes.count(static_cast<int64_t>(id)))
+          n_heads = shapes[static_cast<int64_t>(id)][2];
+    if (n_heads <= 0)
+      throw Error(fmt::format("{}: edge points need blocks.0.attn.hook_q to know the number of heads, and it was "
+                              "not placed ({}); load without edge points",
+                              path, rw.failures.count("blocks.0.attn.hook_q") ? rw.failures["blocks.0.attn.hook_q"]
+                                                                               : "no attention found"));
+    const int64_t T = m->info.n_ctx ? std::min<int64_t>(5, m->info.n_ctx) : 5;
+    at::Tensor probe = (at::arange(2 * T, at::kLong) * 7 + 3).remainder(std::max<int64_t>(m->info.d_vocab, 1)).view({2, T});
+    at::Tensor before = m->run(probe, nullptr, {});
+    rw.points = m->raw;
+    rw.graph = rw.graph->copy();  // the first graph has run: edit a copy
+    try {
+      detail::add_edge_points(rw, m->info.n_layers, n_heads);
+    } catch (const c10::Error& e) {
+      throw Error(fmt::format("{}: could not add the edge points: {}", path, first_line(e.what_without_backtrace())));
     }
+    m->raw = std::move(rw.points);
+    m->graph = rw.graph;
+    m->fn = std::make_unique<torch::jit::GraphFunction>("interp_hooked_forward_edges", rw.graph, nullptr);
+    at::Tensor after = m->run(probe, nullptr, {});
+    double diff = (after - before).abs().max().item<double>(), scale = before.abs().max().item<double>();
+    if (!(diff <= 1e-4 * std::max(scale, 1.0)))
+      throw Error(fmt::format("{}: with edge points the model's logits differ from the plain run by {:.3g} (max "
+                              "|logit| {:.3g}): its attention output is not linear in the heads' outputs; load "
+                              "without edge points",
+                              path, diff, scale));
+    m->edge_check_max_diff = diff;
+    m->info.edge_points = true;
+    shapes = probe_shapes(*m);
+    drop_wrong_layouts(*m, shapes, rw.failures);
   }
   std::vector<int64_t> order;
   hook_ids_in_order(rw.graph->block(), order);
   index_points(*m, order, shapes);
-  m->missing = missing_tl_points(*m, rw.blocks, rw.failures, names.source());
+  m->missing = missing_tl_points(*m, rw.blocks, rw.failures, names.source(), options.edge_points);
 
   if (auto it = m->name_to_id.find("blocks.0.hook_resid_pre"); it != m->name_to_id.end() && shapes.count(it->second))
     m->info.d_model = shapes[it->second].back();

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <initializer_list>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "hooks/hook_op.h"
 #include "interp/error.h"
@@ -352,6 +353,209 @@ Rewrite rewrite_forward(const torch::jit::Module& module, const NameMap& names) 
   torch::jit::EliminateDeadCode(out.graph);
   rw.mark_inplace_uses(*out.graph);
   return out;
+}
+
+}  // namespace interp::detail
+
+// ---- opt-in edge points ------------------------------------------------------------------------
+namespace interp::detail {
+namespace {
+
+using torch::jit::Graph;
+using torch::jit::Node;
+using torch::jit::Value;
+
+class EdgePoints {
+ public:
+  EdgePoints(Rewrite& rw, int64_t n_heads) : rw_(rw), g_(*rw.graph), H_(n_heads) {
+    for (Node* n : g_.block()->nodes())
+      if (n->kind() == hook_symbol()) hook_node_[torch::jit::toIValue(n->input(1))->toInt()] = n;
+  }
+
+  void layer(int L) {
+    split_inputs(L);
+    result(L);
+    mlp_in(L);
+  }
+
+ private:
+  // The top-level hook op carrying the point of `kind` at layer L (nullptr if none).
+  Node* hook_of(PointKind kind, int L) const {
+    for (size_t id = 0; id < rw_.points.size(); ++id)
+      for (const auto& t : rw_.points[id].names)
+        if (t.kind == kind && t.layer == L) {
+          auto it = hook_node_.find(static_cast<int64_t>(id));
+          return it == hook_node_.end() ? nullptr : it->second;
+        }
+    return nullptr;
+  }
+
+  Value* new_point(Value* v, PointKind kind, int L) {
+    const auto id = static_cast<int64_t>(rw_.points.size());
+    Node* n = g_.insertNode(g_.create(hook_symbol(), {v, g_.insertConstant(id)}, 1));
+    n->output()->setType(v->type());
+    rw_.points.push_back({{{point_name(kind, L), kind, L}}, false});
+    return n->output();
+  }
+
+  // The nodes between `from` and `to` (top level, in order): those that depend on `from` and that
+  // `to` depends on. Empty with *why set if `to` does not depend on `from` or control flow is in the way.
+  std::vector<Node*> slice(Value* from, Value* to, std::string* why) const {
+    std::unordered_set<const Value*> reach{from};
+    std::vector<Node*> fwd;
+    for (Node* n : g_.block()->nodes()) {
+      if (n == to->node()->next()) break;
+      bool dep = std::any_of(n->inputs().begin(), n->inputs().end(), [&](Value* v) { return reach.count(v) > 0; });
+      if (!dep) continue;
+      if (!n->blocks().empty()) {
+        *why = fmt::format("a {} node (control flow) lies on the path", n->kind().toQualString());
+        return {};
+      }
+      for (Value* o : n->outputs()) reach.insert(o);
+      fwd.push_back(n);
+    }
+    if (!reach.count(to)) {
+      *why = "the value does not depend on the block's input in the graph";
+      return {};
+    }
+    std::unordered_set<const Value*> need{to};
+    std::vector<Node*> out;
+    for (auto it = fwd.rbegin(); it != fwd.rend(); ++it) {
+      Node* n = *it;
+      if (std::none_of(n->outputs().begin(), n->outputs().end(), [&](Value* o) { return need.count(o) > 0; })) continue;
+      for (Value* v : n->inputs()) need.insert(v);
+      out.push_back(n);
+    }
+    std::reverse(out.begin(), out.end());
+    return out;
+  }
+
+  // Inserts a copy of `nodes` computing `to` from `input` in place of `from`; hook ops are skipped
+  // (the copy is not a hook point: its hooks already ran on the original value).
+  Value* clone(const std::vector<Node*>& nodes, Value* from, Value* input, Value* to) {
+    std::unordered_map<Value*, Value*> map{{from, input}};
+    auto lookup = [&](Value* v) {
+      auto it = map.find(v);
+      return it == map.end() ? v : it->second;
+    };
+    for (Node* n : nodes) {
+      if (n->kind() == hook_symbol()) {
+        map[n->output()] = lookup(n->input(0));
+        continue;
+      }
+      Node* c = g_.insertNode(g_.createClone(n, lookup));
+      for (size_t i = 0; i < n->outputs().size(); ++i) map[n->outputs()[i]] = c->outputs()[i];
+    }
+    return lookup(to);
+  }
+
+  Value* ins(const char* op, std::vector<torch::jit::NamedValue> args) {
+    return g_.insert(c10::Symbol::fromQualString(op), args);
+  }
+
+  void split_inputs(int L) {
+    Node* pre = hook_of(PointKind::ResidPre, L);
+    const std::pair<PointKind, PointKind> kinds[] = {
+        {PointKind::Q, PointKind::QInput}, {PointKind::K, PointKind::KInput}, {PointKind::V, PointKind::VInput}};
+    for (auto [kind, input_kind] : kinds) {
+      const std::string name = point_name(input_kind, L);
+      Node* target = hook_of(kind, L);
+      if (!pre || !target) {
+        rw_.failures[name] = fmt::format("needs {} and {}", point_name(PointKind::ResidPre, L), point_name(kind, L));
+        continue;
+      }
+      std::string why;
+      Value* to = target->input(0);
+      auto nodes = slice(pre->output(), to, &why);
+      if (nodes.empty()) {
+        rw_.failures[name] = fmt::format("cannot separate {} per head: {}", point_name(kind, L), why);
+        continue;
+      }
+      torch::jit::WithInsertPoint guard(target);
+      Value* x = pre->output();  // [batch, pos, d_model]
+      Value* rep = ins("aten::expand", {ins("aten::unsqueeze", {x, 2}),
+                                        g_.insertConstant(std::vector<int64_t>{-1, -1, H_, -1})});
+      Value* per_head = new_point(rep, input_kind, L);  // [batch, pos, head, d_model]
+      std::vector<Value*> heads;
+      for (int64_t h = 0; h < H_; ++h) {
+        Value* xh = ins("aten::select", {per_head, 2, h});
+        heads.push_back(ins("aten::select", {clone(nodes, x, xh, to), 2, h}));  // [batch, pos, d_head]
+      }
+      Value* list = g_.insertNode(g_.createList(c10::TensorType::get(), heads))->output();
+      target->replaceInput(0, ins("aten::stack", {list, 2}));
+    }
+  }
+
+  void result(int L) {
+    const std::string name = point_name(PointKind::Result, L);
+    Node* z = hook_of(PointKind::Z, L);
+    Node* out = hook_of(PointKind::AttnOut, L);
+    if (!z || !out) {
+      rw_.failures[name] = fmt::format("needs {} and {}", point_name(PointKind::Z, L), point_name(PointKind::AttnOut, L));
+      return;
+    }
+    std::string why;
+    Value* to = out->input(0);
+    auto nodes = slice(z->output(), to, &why);
+    if (nodes.empty()) {
+      rw_.failures[name] = fmt::format("cannot follow hook_z to the attention output: {}", why);
+      return;
+    }
+    torch::jit::WithInsertPoint guard(out);
+    Value* zv = z->output();  // [batch, pos, head, d_head]
+    Value* zeros = ins("aten::zeros_like", {zv});
+    Value* constant = clone(nodes, zv, zeros, to);  // the output projection's bias, broadcast
+    std::vector<Value*> parts;
+    for (int64_t h = 0; h < H_; ++h) {
+      Value* only = ins("aten::constant_pad_nd", {ins("aten::narrow", {zv, 2, h, 1}),
+                                                  g_.insertConstant(std::vector<int64_t>{0, 0, h, H_ - h - 1})});
+      parts.push_back(ins("aten::sub", {clone(nodes, zv, only, to), constant}));  // [batch, pos, d_model]
+    }
+    Value* list = g_.insertNode(g_.createList(c10::TensorType::get(), parts))->output();
+    Value* res = new_point(ins("aten::stack", {list, 2}), PointKind::Result, L);  // [batch, pos, head, d_model]
+    Value* sum = ins("aten::sum", {res, g_.insertConstant(std::vector<int64_t>{2})});
+    out->replaceInput(0, ins("aten::add", {sum, constant}));
+  }
+
+  void mlp_in(int L) {
+    const std::string name = point_name(PointKind::MlpIn, L);
+    if (!rw_.blocks.count(L) || !rw_.blocks.at(L)) return;  // attention-only: no MLP input
+    Node* mid = hook_of(PointKind::ResidMid, L);
+    Node* out = hook_of(PointKind::MlpOut, L);
+    if (!mid || !out) {
+      rw_.failures[name] = fmt::format("needs {} and {}", point_name(PointKind::ResidMid, L), point_name(PointKind::MlpOut, L));
+      return;
+    }
+    Value* m = mid->output();
+    Node* skip = nullptr;
+    for (const auto& u : m->uses())
+      if (u.user->kind() == c10::aten::add && u.user->owningBlock() == g_.block() &&
+          (u.user->input(0) == out->output() || u.user->input(1) == out->output()))
+        skip = u.user;
+    if (!skip) {
+      rw_.failures[name] = fmt::format("{} is not added to {} in the graph", point_name(PointKind::ResidMid, L),
+                                       point_name(PointKind::MlpOut, L));
+      return;
+    }
+    std::vector<torch::jit::Use> uses = m->uses();
+    torch::jit::WithInsertPoint guard(mid->next());
+    Value* in = new_point(m, PointKind::MlpIn, L);
+    for (const auto& u : uses)
+      if (u.user != skip) u.user->replaceInput(u.offset, in);
+  }
+
+  Rewrite& rw_;
+  Graph& g_;
+  int64_t H_;
+  std::unordered_map<int64_t, Node*> hook_node_;
+};
+
+}  // namespace
+
+void add_edge_points(Rewrite& rw, int n_layers, int64_t n_heads) {
+  EdgePoints ep(rw, n_heads);
+  for (int L = 0; L < n_layers; ++L) ep.layer(L);
+  torch::jit::EliminateDeadCode(rw.graph);
 }
 
 }  // namespace interp::detail

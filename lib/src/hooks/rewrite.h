@@ -37,4 +37,16 @@ struct Rewrite {
 
 Rewrite rewrite_forward(const torch::jit::Module& module, const NameMap& names);
 
+// Adds the opt-in edge points to rw.graph (edit a copy: a graph that has run is not re-read), as
+// TransformerLens's use_split_qkv_input / use_attn_result / use_hook_mlp_in do:
+//   blocks.L.hook_q_input / k_input / v_input [batch, pos, head, d_model]: the block's input, one copy
+//     per head; head h's query (key, value) is computed from copy h alone (the graph between the
+//     block input and hook_q is cloned once per head);
+//   blocks.L.attn.hook_result [batch, pos, head, d_model]: head h's share of the attention output
+//     (the graph between hook_z and the attention output, applied to head h's z alone, minus the
+//     same applied to zeros); the attention output becomes their sum plus that constant;
+//   blocks.L.hook_mlp_in [batch, pos, d_model]: resid_mid as the MLP sees it (not the skip path).
+// n_heads from the probe. A point that cannot be placed goes to rw.failures with the reason.
+void add_edge_points(Rewrite& rw, int n_layers, int64_t n_heads);
+
 }  // namespace interp::detail
