@@ -19,24 +19,17 @@
 namespace interp::app {
 namespace {
 
-struct Common {
+struct Common : TaskArgs {
   ModelArgs model;
-  std::string pairs, tokenizer, hook = "resid_pre", by = "layer,pos", metric = "logit_diff", out;
+  std::string hook = "resid_pre", by = "layer,pos", out;
   std::string reuse = "auto";
-  int64_t position = -1, max_rows = 128;
-  CLI::Option* position_opt = nullptr;
+  int64_t max_rows = 128;
   void add_to(CLI::App& cmd) {
     model.add_to(cmd);
-    cmd.add_option("--pairs", pairs, "prompt pairs JSON (docs/patching.md)")->required();
-    cmd.add_option("--tokenizer", tokenizer, "sentencepiece .model for prompts given as text");
+    TaskArgs::add_to(cmd);
     cmd.add_option("--hook", hook, "short hook name: resid_pre|resid_mid|resid_post|attn_out|mlp_out|z|q|k|v|pattern")
         ->capture_default_str();
     cmd.add_option("--by", by, "sweep axes: layer | layer,pos | layer,head | layer,head,pos")->capture_default_str();
-    cmd.add_option("--metric", metric, "logit_diff | prob | loss | kl")->capture_default_str();
-    position_opt = cmd.add_option("--position", position,
-                                  "position the metric reads (negative: from the end; default: the pairs file's "
-                                  "\"position\", else -1)")
-                       ->capture_default_str();
     cmd.add_option("--reuse", reuse, "batched runs: auto | suffix | layers | none (see docs/patching.md)")->capture_default_str();
     cmd.add_option("--max-rows", max_rows, "rows (variants x prompts) per batched forward")
         ->check(CLI::PositiveNumber)
@@ -54,34 +47,6 @@ struct Common {
     o.max_rows = max_rows;
     o.progress = true;
     return o;
-  }
-  PromptPairs load_pairs() const {
-    std::optional<Tokenizer> tok;
-    if (!tokenizer.empty()) tok = Tokenizer::load(tokenizer);
-    return load_prompt_pairs(pairs, tok ? &*tok : nullptr);
-  }
-  // kl is measured against the model's run on the clean prompts (run only for kl).
-  Metric make_metric(const PromptPairs& p, const HookedModel& model) const {
-    const int64_t position = position_opt->count() == 0 && p.position ? *p.position : this->position;
-    auto need = [&](const at::Tensor& t, const char* field) {
-      if (!t.defined())
-        throw Error(fmt::format("--metric {} needs \"{}\" in every pair of {}", metric, field, pairs));
-    };
-    if (metric == "logit_diff") {
-      need(p.answers, "answer");
-      need(p.wrong, "wrong");
-      return logit_diff(p.answers, p.wrong, position);
-    }
-    if (metric == "prob") {
-      need(p.answers, "answer");
-      return answer_prob(p.answers, position);
-    }
-    if (metric == "loss") {
-      need(p.answers, "answer");
-      return answer_loss(p.answers, position);
-    }
-    if (metric == "kl") return kl_to(model.forward(p.clean).to(at::kCPU), {position});
-    throw Error(fmt::format("--metric {}: use logit_diff, prob, loss or kl", metric));
   }
 };
 

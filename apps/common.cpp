@@ -6,6 +6,8 @@
 #include "interp/error.h"
 #include "interp/tokenizer.h"
 
+#include <optional>
+
 namespace interp::app {
 
 void ModelArgs::add_to(CLI::App& cmd, const std::string& name, const std::string& help) {
@@ -29,6 +31,46 @@ HookedModel load_model(const std::string& path, const std::string& device, const
 }
 
 HookedModel ModelArgs::load() const { return load_model(model, device, name_map, edge_points); }
+
+void TaskArgs::add_to(CLI::App& cmd, bool required) {
+  auto* o = cmd.add_option("--pairs", pairs, "prompt pairs JSON (docs/patching.md)");
+  if (required) o->required();
+  cmd.add_option("--tokenizer", tokenizer, "sentencepiece .model for prompts given as text");
+  cmd.add_option("--metric", metric, "logit_diff | prob | loss | kl")->capture_default_str();
+  position_opt = cmd.add_option("--position", position,
+                                "position the metric reads (negative: from the end; default: the pairs file's "
+                                "\"position\", else -1)")
+                     ->capture_default_str();
+}
+
+PromptPairs TaskArgs::load_pairs() const {
+  std::optional<Tokenizer> tok;
+  if (!tokenizer.empty()) tok = Tokenizer::load(tokenizer);
+  return load_prompt_pairs(pairs, tok ? &*tok : nullptr);
+}
+
+Metric TaskArgs::make_metric(const PromptPairs& p, const HookedModel& model) const {
+  const int64_t pos = position_opt && position_opt->count() == 0 && p.position ? *p.position : position;
+  auto need = [&](const at::Tensor& t, const char* field) {
+    if (!t.defined())
+      throw Error(fmt::format("--metric {} needs \"{}\" in every pair of {}", metric, field, pairs));
+  };
+  if (metric == "logit_diff") {
+    need(p.answers, "answer");
+    need(p.wrong, "wrong");
+    return logit_diff(p.answers, p.wrong, pos);
+  }
+  if (metric == "prob") {
+    need(p.answers, "answer");
+    return answer_prob(p.answers, pos);
+  }
+  if (metric == "loss") {
+    need(p.answers, "answer");
+    return answer_loss(p.answers, pos);
+  }
+  if (metric == "kl") return kl_to(model.forward(p.clean).to(at::kCPU), {pos});
+  throw Error(fmt::format("--metric {}: use logit_diff, prob, loss or kl", metric));
+}
 
 void CorpusArgs::add_to(CLI::App& cmd) {
   cmd.add_option("--data", data, "corpus: a Brown folder, text file(s), or a token file (.safetensors)")->required();

@@ -9,6 +9,8 @@
 
 #include "interp/data.h"
 #include "interp/hooks.h"
+#include "interp/metrics.h"
+#include "interp/prompts.h"
 
 namespace interp::app {
 
@@ -25,6 +27,17 @@ struct ModelArgs {
 
 HookedModel load_model(const std::string& path, const std::string& device, const std::string& name_map,
                        bool edge_points = false);
+
+// --pairs, --tokenizer, --metric, --position: prompt pairs and what to measure on them.
+struct TaskArgs {
+  std::string pairs, tokenizer, metric = "logit_diff";
+  int64_t position = -1;
+  CLI::Option* position_opt = nullptr;
+  void add_to(CLI::App& cmd, bool required = true);
+  PromptPairs load_pairs() const;
+  // kl is measured against the model's run on the clean prompts (run only for kl).
+  Metric make_metric(const PromptPairs& p, const HookedModel& model) const;
+};
 
 // --data, --format, --tokenizer: a corpus, tokenized (or a token file as it is).
 struct CorpusArgs {
@@ -53,5 +66,6 @@ void register_sae(CLI::App& app);
 void register_eval_sae(CLI::App& app);
 void register_patch(CLI::App& app);
 void register_ablate(CLI::App& app);
+void register_circuit(CLI::App& app);
 
 }  // namespace interp::app

@@ -22,6 +22,7 @@ int main(int argc, char** argv) {
   interp::app::register_eval_sae(app);
   interp::app::register_patch(app);
   interp::app::register_ablate(app);
+  interp::app::register_circuit(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -14,10 +14,11 @@
              heads in layer 0, induction heads in layer 1, joined by K composition) is read off the
              attention patterns here, in Python, on fresh repeated random tokens.
 
-The task for both: clean = [BOS, A_1..A_n, A_1..A_{n-1}], answer A_n at the last position; corrupted
-= [BOS, A'_1..A'_n, A_1..A_{n-1}] with the first occurrence replaced by other tokens (answer A'_n), so
-only the information that flows through the repeated segment differs. Metric: logit difference
-A_n - A'_n at the last position.
+The tasks: clean = [BOS, A_1..A_n, A_1..A_{n-1}], answer A_n at the last position. planted: corrupted =
+[BOS, A'_1..A'_n, A_1..A_{n-1}] (the first occurrence replaced by other tokens; metric: logit
+difference A_n - A'_n). induction: corrupted = [BOS, A'_1..A'_{n-1}, A_n, A_1..A_{n-1}] (A_n stays,
+the tokens before it change), so what differs is the previous-token information at A_n's position:
+the K-composition path; metric: logit difference A_n - a token in neither prompt.
 
 Writes into --out (default tests/fixtures): NAME_script.pt, NAME_trace.pt (+ .json configs),
 NAME.circuit.json (ground truth, the task's settings and the proof's numbers) and NAME.pairs.json
@@ -40,18 +41,20 @@ from model import Config, build  # noqa: E402
 BOS = 0
 
 
-def task_pairs(cfg, n_pairs, seg, seed):
+def task_pairs(cfg, n_pairs, seg, seed, keep_answer=False):
     """Clean / corrupted induction prompts; the segment tokens are distinct and the corrupted first
-    occurrence shares no token with the clean segment."""
+    occurrence shares no token with the clean segment. keep_answer: the corrupted first occurrence
+    keeps its last token A_n (only the tokens before it change, so only the previous-token
+    information at A_n's position differs); the wrong answer is then a token absent from both."""
     g = torch.Generator().manual_seed(seed)
     clean, corrupted, ans, wrong = [], [], [], []
     for _ in range(n_pairs):
         perm = torch.randperm(cfg.d_vocab - 1, generator=g) + 1
         a, a2 = perm[:seg].tolist(), perm[seg:2 * seg].tolist()
         clean.append([BOS] + a + a[:-1])
-        corrupted.append([BOS] + a2 + a[:-1])
+        corrupted.append([BOS] + (a2[:-1] + a[-1:] if keep_answer else a2) + a[:-1])
         ans.append(a[-1])
-        wrong.append(a2[-1])
+        wrong.append(int(perm[2 * seg]) if keep_answer else a2[-1])
     return torch.tensor(clean), torch.tensor(corrupted), torch.tensor(ans), torch.tensor(wrong)
 
 
@@ -240,7 +243,7 @@ def induction(out_dir, steps):
     prev_heads = [h for h in range(cfg.n_heads) if prev[0, h] > 0.5]
     ind_heads = [h for h in range(cfg.n_heads) if ind[1, h] > 0.5]
     export_both(model, cfg, out_dir, "induction")
-    clean, corrupted, ans, wrong = task_pairs(cfg, 16, 8, seed=3)
+    clean, corrupted, ans, wrong = task_pairs(cfg, 16, 8, seed=3, keep_answer=True)
     W = reference.standard_weights(model, cfg)
     base, _, _ = reference.edge_forward(W, cfg, clean)
     cbase, _, _ = reference.edge_forward(W, cfg, corrupted)

@@ -108,7 +108,8 @@ def forward(W, cfg: Config, tokens, hooks=None):
 # The circuit graph: every receiver's input is the sum of the outputs of the senders before it.
 #   senders:   "embed" (token + position), "a{L}.h{H}" (one head's output, z_h @ W_O[h]), "m{L}"
 #   receivers: "a{L}.h{H}<q>", "<k>", "<v>" (one head's query / key / value input), "m{L}", "logits"
-# The biases b_O and b_out belong to no node: every later receiver gets them.
+# An MLP's output includes its bias b_out (TransformerLens's hook_mlp_out); a head's excludes b_O
+# (hook_result): b_O belongs to no node, and every later receiver gets it.
 
 
 def senders(cfg):
@@ -186,7 +187,6 @@ def edge_forward(W, cfg, tokens, replace=None):
             x = _layer_norm(gather(f"m{L}"), W[f"{L}.ln2_w"], W[f"{L}.ln2_b"], cfg.ln_eps)
             pre = x @ W[f"{L}.W_in"] + W[f"{L}.b_in"]
             post = F.gelu(pre, approximate="tanh" if cfg.act == "gelu_tanh" else "none")
-            outs[f"m{L}"] = post @ W[f"{L}.W_out"]
-            bias = bias + W[f"{L}.b_out"]
+            outs[f"m{L}"] = post @ W[f"{L}.W_out"] + W[f"{L}.b_out"]  # hook_mlp_out, bias included
     x = _layer_norm(gather("logits"), W["lnf_w"], W["lnf_b"], cfg.ln_eps)
     return x @ W["W_U"] + W["b_U"], outs, ins

@@ -33,6 +33,20 @@ class Xxh64 {
   uint64_t seed_;
 };
 
+// One "\rwhat: done/total  rate/s  ETA" line on stderr, at most twice a second (nothing when off).
+class Progress {
+ public:
+  Progress(int64_t total, std::string what, bool on);
+  void update(int64_t done);
+  void finish();  // ends the line (if anything was printed)
+
+ private:
+  int64_t total_;
+  std::string what_;
+  bool on_, printed_ = false;
+  double start_, last_ = -1;
+};
+
 uint64_t xxh64_file(const std::string& path);  // throws interp::Error
 std::string hex64(uint64_t v);                 // 16 lowercase hex digits
 

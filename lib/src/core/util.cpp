@@ -2,7 +2,10 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <vector>
@@ -140,6 +143,26 @@ void write_text_file(const std::string& path, const std::string& text) {
   AtomicFile f(path);
   f.write(text.data(), text.size());
   f.commit();
+}
+
+Progress::Progress(int64_t total, std::string what, bool on) : total_(total), what_(std::move(what)), on_(on) {
+  start_ = std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+void Progress::update(int64_t done) {
+  if (!on_) return;
+  double now = std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+  if (done < total_ && now - last_ < 0.5) return;
+  last_ = now;
+  double rate = done / std::max(now - start_, 1e-9);
+  std::fprintf(stderr, "\r%s: %lld/%lld  %.1f/s  ETA %.0fs   ", what_.c_str(), static_cast<long long>(done),
+               static_cast<long long>(total_), rate, (total_ - done) / std::max(rate, 1e-9));
+  printed_ = true;
+}
+
+void Progress::finish() {
+  if (on_ && printed_) std::fprintf(stderr, "\n");
+  printed_ = false;
 }
 
 }  // namespace interp

@@ -7,37 +7,14 @@
 #include <numeric>
 
 #include "interp/report.h"
+#include "io/html.h"
 
 namespace interp {
 namespace {
 
-std::string esc(const std::string& s) {
-  std::string o;
-  for (char c : s) {
-    switch (c) {
-      case '&': o += "&amp;"; break;
-      case '<': o += "&lt;"; break;
-      case '>': o += "&gt;"; break;
-      case '"': o += "&quot;"; break;
-      default: o += c;
-    }
-  }
-  return o;
-}
-
-// Diverging blue - white - red for t in [-1, 1].
-std::string colour(double t) {
-  if (!std::isfinite(t)) return "#cccccc";
-  t = std::clamp(t, -1.0, 1.0);
-  const double neg[3] = {33, 102, 172}, pos[3] = {178, 24, 43}, mid[3] = {247, 247, 247};
-  const double* end = t < 0 ? neg : pos;
-  double a = std::abs(t);
-  int rgb[3];
-  for (int i = 0; i < 3; ++i) rgb[i] = static_cast<int>(std::lround(mid[i] + (end[i] - mid[i]) * a));
-  return fmt::format("#{:02x}{:02x}{:02x}", rgb[0], rgb[1], rgb[2]);
-}
-
-std::string fmt_num(double x) { return std::isfinite(x) ? fmt::format("{:.4g}", x) : "n/a"; }
+std::string esc(const std::string& s) { return detail::html_escape(s); }
+std::string colour(double t) { return detail::diverging_colour(t); }
+using detail::fmt_num;
 
 // The values the picture shows: normalized where both baselines differ, else the raw values.
 bool use_normalized(const PatchResult& r) { return std::isfinite(r.clean - r.corrupted) && std::abs(r.clean - r.corrupted) > 1e-12; }

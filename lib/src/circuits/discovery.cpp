@@ -1,0 +1,272 @@
+// Circuit discovery: EAP and EAP-IG (gradients), ACDC (iterative pruning with real ablations) and
+// plain per-unit patching, at edge level (edge engine) and node level (hook_z heads, hook_mlp_out).
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+#include <torch/csrc/autograd/autograd.h>
+
+#include <chrono>
+
+#include "circuits/internal.h"
+#include "interp/error.h"
+#include "interp/patch.h"
+#include "interp/util.h"
+#include "patch/internal.h"
+
+namespace interp {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using Ig = detail::EdgeEngine::Ig;
+
+Ig ig_of(const DiscoveryOptions& o) {
+  if (o.method != CircuitMethod::EAPIG) return Ig::None;
+  return o.ig_activations ? Ig::Activations : Ig::Inputs;
+}
+
+// Node level: Σ (corrupted - clean) · d metric / d output for each head (hook_z, summed over its
+// d_head) and MLP (hook_mlp_out), with the same integrated-gradient modes as the edge engine.
+at::Tensor node_attribution(const HookedModel& model, const CircuitGraph& graph, const CircuitTask& task, Ig ig,
+                            int steps, const AblationChoice& ablation, int64_t* forwards) {
+  const at::Tensor clean = task.clean.to(model.device(), at::kLong);
+  const at::Tensor corrupted = task.corrupted.to(model.device(), at::kLong);
+  const int64_t B = clean.size(0);
+  std::vector<std::string> hooks;
+  std::vector<int> layer_of;
+  for (int L = 0; L < graph.n_layers; ++L) {
+    hooks.push_back(point_name(PointKind::Z, L));
+    layer_of.push_back(L);
+    if (graph.has_mlp) {
+      hooks.push_back(point_name(PointKind::MlpOut, L));
+      layer_of.push_back(L);
+    }
+  }
+  std::vector<std::string> wanted = hooks;
+  wanted.push_back(point_name(PointKind::ResidPre, 0));
+  auto [cl_logits, cl] = model.run_with_cache(clean, names_filter(wanted));
+  auto [co_logits, co_run] = model.run_with_cache(corrupted, names_filter(wanted));
+  *forwards += 2;
+  ActivationCache co;  // the values the ablation replaces with
+  for (const auto& n : wanted) co.put(n, detail::ablation_values(co_run[n], ablation));
+  const int k = ig == Ig::None ? 1 : steps;
+  const int layers = ig == Ig::Activations ? graph.n_layers : 1;
+  const int64_t blocks = static_cast<int64_t>(k) * layers, R = blocks * B;
+  std::vector<float> a(static_cast<size_t>(R));
+  std::vector<int64_t> lay(static_cast<size_t>(R));
+  for (int64_t j = 0; j < blocks; ++j)
+    for (int64_t b = 0; b < B; ++b) {
+      a[static_cast<size_t>(j * B + b)] = static_cast<float>(j % k + 1) / static_cast<float>(k);
+      lay[static_cast<size_t>(j * B + b)] = j / k;
+    }
+  at::Tensor alpha = at::tensor(a).to(model.device());
+  at::Tensor row_layer = at::tensor(lay).to(model.device());
+  at::AutoGradMode grad_mode(true);
+  std::vector<at::Tensor> eps(hooks.size());
+  std::vector<std::pair<std::string, HookFn>> hk;
+  if (ig == Ig::Inputs)
+    hk.emplace_back(point_name(PointKind::ResidPre, 0), [&](at::Tensor& x, const std::string&) {
+      at::Tensor from = co[point_name(PointKind::ResidPre, 0)].repeat({blocks, 1, 1});
+      x = from + alpha.view({R, 1, 1}) * (x.detach() - from);
+    });
+  for (size_t i = 0; i < hooks.size(); ++i)
+    hk.emplace_back(hooks[i], [&, i](at::Tensor& x, const std::string&) {
+      if (ig == Ig::Activations) {
+        std::vector<int64_t> view(static_cast<size_t>(x.dim()), 1);
+        view[0] = R;
+        at::Tensor f = co[hooks[i]], t = cl[hooks[i]];
+        std::vector<int64_t> rep(static_cast<size_t>(x.dim()), 1);
+        rep[0] = blocks;
+        f = f.repeat(rep), t = t.repeat(rep);
+        at::Tensor here = (row_layer == layer_of[i]).view(view);
+        x = at::where(here, f + alpha.view(view) * (t - f), x);
+      }
+      eps[i] = at::zeros_like(x).requires_grad_(true);
+      x = x + eps[i];
+    });
+  RunOptions ro;
+  ro.grad = true;
+  at::Tensor logits = model.run_with_hooks(clean.repeat({blocks, 1}), hk, ro);
+  ++*forwards;
+  at::Tensor total = at::zeros({}, at::kDouble).to(logits.device());
+  for (int64_t j = 0; j < blocks; ++j) total = total + detail::metric_on_run(task.metric, logits.narrow(0, j * B, B));
+  total = total / static_cast<double>(k);
+  auto grads = torch::autograd::grad({total}, eps, {}, false, false, true);
+  at::NoGradGuard ng;
+  std::vector<double> out;
+  for (size_t i = 0; i < hooks.size(); ++i) {
+    std::vector<int64_t> rep(static_cast<size_t>(cl[hooks[i]].dim()), 1);
+    rep[0] = blocks;
+    at::Tensor diff = (co[hooks[i]] - cl[hooks[i]]).repeat(rep).to(at::kDouble);
+    at::Tensor g = grads[i].defined() ? grads[i].to(at::kDouble) : at::zeros_like(diff);
+    if (ig == Ig::Activations) {
+      std::vector<int64_t> view(static_cast<size_t>(g.dim()), 1);
+      view[0] = R;
+      g = g * (row_layer == layer_of[i]).to(at::kDouble).view(view);
+    }
+    at::Tensor prod = diff * g;
+    if (prod.dim() == 4) {  // hook_z [R, pos, head, d_head]: one score per head
+      at::Tensor per_head = prod.sum({0, 1, 3}).cpu();
+      for (int64_t h = 0; h < per_head.size(0); ++h) out.push_back(per_head[h].item<double>());
+    } else {
+      out.push_back(prod.sum().item<double>());
+    }
+  }
+  return at::tensor(out, at::kDouble);
+}
+
+// ACDC (Conmy et al. 2023): units in reverse order (the logits' inputs first, senders from the
+// latest), each removed when the objective grows by less than the threshold. The chain of decisions
+// is evaluated speculatively in batches: variant j removes the next j units (as if each is removed),
+// so a run of removals costs one batched forward, and the first kept unit ends the batch.
+void acdc(const HookedModel& model, const CircuitGraph& graph, const CircuitTask& task, const DiscoveryOptions& o,
+          CircuitScores& out) {
+  const int64_t U = graph.n_units();
+  const int64_t B = task.clean.size(0);
+  at::Tensor clean_logits = model.forward(task.clean);
+  ++out.forwards;
+  Metric objective = o.acdc_kl ? kl_to(clean_logits, task.metric.positions.empty() ? std::vector<int64_t>{}
+                                                                                     : task.metric.positions)
+                               : task.metric;
+  CircuitTask t = task;
+  t.metric = objective;
+  AblationChoice choice = o.ablation;
+  choice.restore = false;
+  choice.level = graph.level;
+  const double clean_value = o.acdc_kl ? 0.0 : out.clean_metric;
+  auto obj = [&](double m) { return o.acdc_kl ? m : std::abs(m - clean_value); };
+  std::vector<bool> removed(static_cast<size_t>(U), false);
+  std::vector<double> score(static_cast<size_t>(U), 0.0);
+  std::vector<int64_t> order;
+  for (int64_t u = U - 1; u >= 0; --u) order.push_back(u);
+  // A head or MLP none of whose outgoing edges is kept cannot matter: its inputs go untested.
+  auto dead = [&](int64_t u, const std::vector<bool>& rm) {
+    if (graph.level != CircuitLevel::Edge) return false;
+    int r = graph.edges[static_cast<size_t>(u)].receiver;
+    if (graph.nodes[static_cast<size_t>(r)].kind == CircuitNode::Kind::Logits) return false;
+    for (size_t e = 0; e < graph.edges.size(); ++e)
+      if (graph.edges[e].sender == r && !rm[e]) return false;
+    return true;
+  };
+  const int64_t per = std::max<int64_t>(1, o.run.max_rows / B);
+  double cur = obj(run_circuits(model, graph, t, choice, {std::vector<bool>(static_cast<size_t>(U), true)}, o.run,
+                                &out.forwards)[0].item<double>());
+  out.rows += B;
+  Progress prog(U, "acdc", o.run.progress);
+  size_t i = 0;
+  while (i < order.size()) {
+    std::vector<bool> spec = removed;
+    std::vector<std::pair<int64_t, int64_t>> chain;  // (unit, variant index or -1: untested)
+    std::vector<std::vector<bool>> keeps;
+    for (size_t j = i; j < order.size() && static_cast<int64_t>(keeps.size()) < per; ++j) {
+      int64_t u = order[j];
+      bool untested = dead(u, spec);
+      spec[static_cast<size_t>(u)] = true;
+      if (untested) {
+        chain.emplace_back(u, -1);
+        continue;
+      }
+      std::vector<bool> keep(static_cast<size_t>(U));
+      for (int64_t v = 0; v < U; ++v) keep[static_cast<size_t>(v)] = !spec[static_cast<size_t>(v)];
+      chain.emplace_back(u, static_cast<int64_t>(keeps.size()));
+      keeps.push_back(std::move(keep));
+    }
+    at::Tensor vals;
+    if (!keeps.empty()) {
+      vals = run_circuits(model, graph, t, choice, keeps, {o.run.max_rows, false}, &out.forwards);
+      out.rows += static_cast<int64_t>(keeps.size()) * B;
+    }
+    size_t walked = 0;
+    for (const auto& [u, vi] : chain) {
+      ++walked;
+      if (vi < 0) {
+        removed[static_cast<size_t>(u)] = true;
+        continue;
+      }
+      double next = obj(vals[vi].item<double>());
+      score[static_cast<size_t>(u)] = next - cur;
+      if (next - cur < o.threshold) {
+        removed[static_cast<size_t>(u)] = true;
+        cur = next;
+      } else {
+        break;  // kept: what follows was evaluated on a wrong assumption
+      }
+    }
+    i += walked;
+    prog.update(static_cast<int64_t>(i));
+  }
+  prog.finish();
+  out.scores = at::tensor(score, at::kDouble);
+  out.kept.assign(static_cast<size_t>(U), false);
+  for (int64_t u = 0; u < U; ++u) out.kept[static_cast<size_t>(u)] = !removed[static_cast<size_t>(u)];
+}
+
+}  // namespace
+
+CircuitScores discover_circuit(const HookedModel& model, const CircuitGraph& graph, const CircuitTask& task,
+                               const DiscoveryOptions& o) {
+  detail::check_task(task);
+  if (o.method == CircuitMethod::EAPIG && o.ig_steps < 1) throw Error("EAP-IG needs --ig-steps >= 1");
+  auto t0 = Clock::now();
+  CircuitScores out;
+  out.method = o.method;
+  const int64_t U = graph.n_units();
+  for (int64_t u = 0; u < U; ++u) out.units.push_back(graph.unit_name(u));
+  const at::Tensor clean = task.clean.to(model.device(), at::kLong);
+  const at::Tensor corrupted = task.corrupted.to(model.device(), at::kLong);
+  const int64_t B = clean.size(0);
+  out.clean_metric = detail::metric_on_run(task.metric, model.forward(clean)).item<double>();
+  out.corrupted_metric = detail::metric_on_run(task.metric, model.forward(corrupted)).item<double>();
+  out.forwards += 2;
+  out.rows += 2 * B;
+  switch (o.method) {
+    case CircuitMethod::EAP:
+    case CircuitMethod::EAPIG: {
+      Ig ig = ig_of(o);
+      const int64_t steps = ig == Ig::None ? 1 : o.ig_steps;
+      if (graph.level == CircuitLevel::Edge) {
+        detail::EdgeEngine engine(model, graph);
+        at::Tensor cl = engine.sender_values(clean), co = detail::ablation_values(engine.sender_values(corrupted), o.ablation);
+        out.forwards += 2;
+        std::vector<at::Tensor> from, to;
+        if (ig == Ig::Activations) {
+          from = engine.receiver_inputs(corrupted);
+          for (auto& f : from) f = detail::ablation_values(f, o.ablation);
+          to = engine.receiver_inputs(clean);
+          out.forwards += 2;
+        }
+        out.scores = engine.attribution(clean, co - cl, task.metric, ig, o.ig_steps, co.select(2, 0), from, to,
+                                        &out.forwards);
+        const int64_t layers = ig == Ig::Activations ? graph.n_layers + 1 : 1;
+        out.rows += 4 * B + steps * layers * B;
+      } else {
+        out.scores = node_attribution(model, graph, task, ig, o.ig_steps, o.ablation, &out.forwards);
+        const int64_t layers = ig == Ig::Activations ? graph.n_layers : 1;
+        out.rows += 2 * B + steps * layers * B;
+      }
+      out.backwards = 1;
+      break;
+    }
+    case CircuitMethod::Patching: {
+      std::vector<std::vector<bool>> keeps;
+      for (int64_t u = 0; u < U; ++u) {
+        std::vector<bool> k(static_cast<size_t>(U), true);
+        k[static_cast<size_t>(u)] = false;
+        keeps.push_back(std::move(k));
+      }
+      AblationChoice c = o.ablation;
+      c.restore = false;
+      c.level = graph.level;
+      at::Tensor m = run_circuits(model, graph, task, c, keeps, o.run, &out.forwards);
+      out.rows += U * B;
+      out.scores = m - out.clean_metric;
+      break;
+    }
+    case CircuitMethod::ACDC:
+      acdc(model, graph, task, o, out);
+      break;
+  }
+  out.scores = out.scores.to(at::kCPU, at::kDouble);
+  out.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  return out;
+}
+
+}  // namespace interp

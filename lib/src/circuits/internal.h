@@ -1,0 +1,80 @@
+// Shared by the circuit sources: the edge engine (batched edge ablation and gradients at receivers).
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <string>
+#include <vector>
+
+#include "interp/circuits.h"
+
+namespace interp::detail {
+
+// Senders in order: embed, then per layer its heads and its MLP. A receiver at layer L reads a
+// prefix of that list: heads read the senders of layers < L, an MLP also its layer's heads, the
+// logits all of them.
+class EdgeEngine {
+ public:
+  EdgeEngine(const HookedModel& model, const CircuitGraph& graph);
+
+  int64_t n_senders() const { return static_cast<int64_t>(sender_nodes_.size()); }
+  // Each sender's output on `tokens` ([B, pos]): [B, pos, n_senders, d_model].
+  at::Tensor sender_values(const at::Tensor& tokens) const;
+  // Each receiver group's input on `tokens`, by group (see groups_): [B, pos, heads or 1, d_model].
+  std::vector<at::Tensor> receiver_inputs(const at::Tensor& tokens) const;
+
+  // Runs `tokens` once per variant (batched, max_rows rows a forward). In variant v, edge e with
+  // swap[v][e] set makes its receiver see source[:, :, sender] instead of the sender's own value in
+  // this run; pos_mask ([pos] 0/1, undefined: all) limits where. Returns the metric per variant
+  // ([V] float64), or with `logits_fn` set calls it on each variant's logits instead.
+  at::Tensor run(const at::Tensor& tokens, const at::Tensor& source, const at::Tensor& swap, const Metric& metric,
+                 const at::Tensor& pos_mask, int64_t max_rows, int64_t* forwards, bool progress) const;
+
+  // Σ over prompts and positions of diff[:, :, sender] · d metric / d receiver input, per edge ([E]
+  // float64), the gradient taken on `tokens`:
+  //   Ig::None: at the run itself (EAP);
+  //   Ig::Inputs: averaged over `steps` runs with blocks.0.hook_resid_pre set to
+  //     embed_from + a (embed - embed_from), a = 1/steps .. 1 (EAP-IG on inputs);
+  //   Ig::Activations: per layer, averaged over `steps` runs with that layer's receiver inputs set
+  //     to from + a (to - from) (inputs_from / inputs_to by group, as receiver_inputs returns them)
+  //     and the layers after it computed from there (EAP-IG on activations).
+  // All steps (and layers) run stacked along the batch in one forward and one backward.
+  enum class Ig { None, Inputs, Activations };
+  at::Tensor attribution(const at::Tensor& tokens, const at::Tensor& diff, const Metric& metric, Ig ig, int steps,
+                         const at::Tensor& embed_from, const std::vector<at::Tensor>& inputs_from,
+                         const std::vector<at::Tensor>& inputs_to, int64_t* forwards) const;
+
+ private:
+  struct Group {
+    std::string hook;     // receiver point
+    int64_t n_send = 0;   // sender prefix length
+    int64_t heads = 1;    // receivers in the group (heads), 1 for an MLP or the logits
+    bool head_axis = false;
+    int layer = 0;        // n_layers for the logits
+    at::Tensor edge_ids;  // [n_send * heads] int64: the edge of (sender s, receiver h) at s * heads + h
+  };
+  struct Sender {
+    std::string hook;
+    int64_t first = 0, count = 1;  // sender indices it provides
+    bool head_axis = false;
+  };
+  const HookedModel& model_;
+  const CircuitGraph& graph_;
+  std::vector<int> sender_nodes_;
+  std::vector<Sender> senders_;
+  std::vector<Group> groups_;
+};
+
+// The task's positions (explicit, or where clean and corrupted differ plus the metric's), sorted.
+std::vector<int64_t> task_positions(const CircuitTask& task);
+// [pos] float 0/1 mask of positions, on `device`.
+at::Tensor position_mask(const std::vector<int64_t>& positions, int64_t n_pos, c10::Device device);
+// A seeded permutation of n prompts with no fixed point (n >= 2), for resampling.
+std::vector<int64_t> derangement(int64_t n, uint64_t seed);
+void check_task(const CircuitTask& task);
+// Values [B, pos, ...] of the run ablation values come from, as `choice.kind` wants them: as they are
+// (patch), another prompt's (resample: a seeded derangement), the mean over prompts per position
+// (mean), or zeros.
+at::Tensor ablation_values(const at::Tensor& values, const AblationChoice& choice);
+
+}  // namespace interp::detail
