@@ -14,3 +14,4 @@ done
   tests/fixtures/tiny_script.pt:2:7 tests/fixtures/tiny_trace.pt:2:7 \
   "$models/bench_script.pt:32:128" "$models/bench_trace.pt:32:128"
 "$build/bench/bench_patch" --rounds 5 "$models/bench_script.pt"
+"$build/bench/bench_circuits" --rounds 5 tests/fixtures/induction_script.pt tests/fixtures/induction.pairs.json

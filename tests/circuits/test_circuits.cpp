@@ -152,10 +152,8 @@ TEST(Circuits, FaithfulnessEndsAreTheCleanAndCorruptedRuns) {
   ASSERT_EQ(rep.curves.size(), interp::ablation_choices(graph).size());
   for (const auto& c : rep.curves) {
     std::printf("  %-34s full %7.3f empty %7.3f  top-20 %.3f\n", c.choice.label().c_str(), c.full, c.empty, c.normalized[2]);
-    // every unit kept (or restored from the paired clean prompt) = the clean run; resample restores
-    // another prompt's clean values, so its "full" is not the clean run
-    if (!(c.choice.restore && c.choice.kind == CircuitAblation::Resample))
-      EXPECT_NEAR(c.full, scores.clean_metric, 1e-3) << c.choice.label();
+    // every unit kept (or restored from the paired clean prompt) = the clean run
+    EXPECT_NEAR(c.full, scores.clean_metric, 1e-3) << c.choice.label();
     EXPECT_NEAR(c.normalized.back(), 1.0, 1e-6);
     EXPECT_NEAR(c.normalized.front(), 0.0, 1e-6);
     if (c.choice.kind == CircuitAblation::Patch && !c.choice.task_positions)
@@ -307,6 +305,7 @@ TEST_F(InductionCircuit, TopTwentyEdgesAreFaithfulUnderMeanAblation) {
   for (const auto& c : rep.curves) std::printf("  top-20 ACDC(mean) edges, %-36s %.3f\n", c.choice.label().c_str(), c.normalized[0]);
   std::printf("  spread over the choices: %.3f\n", rep.spread[0]);
   EXPECT_GE(rep.curves[1].normalized[0], 0.9) << rep.curves[1].choice.label();
+  EXPECT_EQ(rep.curves.size(), 20u);  // (zero, mean, patch, resample) x noise + patch x restore, x positions x level
   ASSERT_EQ(rep.curves[1].choice.kind, CircuitAblation::Mean);
   ASSERT_EQ(rep.curves[1].choice.level, CircuitLevel::Edge);
 }

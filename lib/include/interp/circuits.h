@@ -92,7 +92,7 @@ CircuitAblation parse_ablation(const std::string& name);  // throws interp::Erro
 struct AblationChoice {
   CircuitAblation kind = CircuitAblation::Patch;
   // false (noise): the clean run, units outside the circuit ablated. true (restore): the corrupted
-  // run, units inside the circuit set to their clean values (patch and resample only).
+  // run, units inside the circuit set to the paired clean prompt's values (patch only).
   bool restore = false;
   bool task_positions = false;  // ablate (restore) only at the task's positions
   CircuitLevel level = CircuitLevel::Edge;  // node: a circuit of edges keeps the nodes its edges touch

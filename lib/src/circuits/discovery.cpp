@@ -147,8 +147,10 @@ void acdc(const HookedModel& model, const CircuitGraph& graph, const CircuitTask
     return true;
   };
   const int64_t per = std::max<int64_t>(1, o.run.max_rows / B);
-  double cur = obj(run_circuits(model, graph, t, choice, {std::vector<bool>(static_cast<size_t>(U), true)}, o.run,
-                                &out.forwards)[0].item<double>());
+  int64_t width = std::min<int64_t>(4, per);
+  detail::CircuitRunner runner(model, graph, t, choice);
+  double cur = obj(runner.run({std::vector<bool>(static_cast<size_t>(U), true)}, {o.run.max_rows, false},
+                              &out.forwards)[0].item<double>());
   out.rows += B;
   Progress prog(U, "acdc", o.run.progress);
   size_t i = 0;
@@ -156,7 +158,7 @@ void acdc(const HookedModel& model, const CircuitGraph& graph, const CircuitTask
     std::vector<bool> spec = removed;
     std::vector<std::pair<int64_t, int64_t>> chain;  // (unit, variant index or -1: untested)
     std::vector<std::vector<bool>> keeps;
-    for (size_t j = i; j < order.size() && static_cast<int64_t>(keeps.size()) < per; ++j) {
+    for (size_t j = i; j < order.size() && static_cast<int64_t>(keeps.size()) < width; ++j) {
       int64_t u = order[j];
       bool untested = dead(u, spec);
       spec[static_cast<size_t>(u)] = true;
@@ -171,25 +173,32 @@ void acdc(const HookedModel& model, const CircuitGraph& graph, const CircuitTask
     }
     at::Tensor vals;
     if (!keeps.empty()) {
-      vals = run_circuits(model, graph, t, choice, keeps, {o.run.max_rows, false}, &out.forwards);
+      vals = runner.run(keeps, {o.run.max_rows, false}, &out.forwards);
       out.rows += static_cast<int64_t>(keeps.size()) * B;
     }
     size_t walked = 0;
+    int64_t used = 0;  // evaluated variants whose result counted
+    bool broke = false;
     for (const auto& [u, vi] : chain) {
       ++walked;
       if (vi < 0) {
         removed[static_cast<size_t>(u)] = true;
         continue;
       }
+      ++used;
       double next = obj(vals[vi].item<double>());
       score[static_cast<size_t>(u)] = next - cur;
       if (next - cur < o.threshold) {
         removed[static_cast<size_t>(u)] = true;
         cur = next;
       } else {
+        broke = true;
         break;  // kept: what follows was evaluated on a wrong assumption
       }
     }
+    // Speculate as far as removals have been running: wider after a batch that never broke,
+    // narrower after an early keep (the variants after it were wasted).
+    width = broke ? std::clamp<int64_t>(2 * used, 2, per) : std::min<int64_t>(2 * width, per);
     i += walked;
     prog.update(static_cast<int64_t>(i));
   }
@@ -213,10 +222,13 @@ CircuitScores discover_circuit(const HookedModel& model, const CircuitGraph& gra
   const at::Tensor clean = task.clean.to(model.device(), at::kLong);
   const at::Tensor corrupted = task.corrupted.to(model.device(), at::kLong);
   const int64_t B = clean.size(0);
-  out.clean_metric = detail::metric_on_run(task.metric, model.forward(clean)).item<double>();
-  out.corrupted_metric = detail::metric_on_run(task.metric, model.forward(corrupted)).item<double>();
-  out.forwards += 2;
-  out.rows += 2 * B;
+  const bool edge_eap = graph.level == CircuitLevel::Edge && o.method == CircuitMethod::EAP;
+  if (!edge_eap) {  // (edge-level EAP reads both from the runs it needs anyway)
+    out.clean_metric = detail::metric_on_run(task.metric, model.forward(clean)).item<double>();
+    out.corrupted_metric = detail::metric_on_run(task.metric, model.forward(corrupted)).item<double>();
+    out.forwards += 2;
+    out.rows += 2 * B;
+  }
   switch (o.method) {
     case CircuitMethod::EAP:
     case CircuitMethod::EAPIG: {
@@ -224,19 +236,33 @@ CircuitScores discover_circuit(const HookedModel& model, const CircuitGraph& gra
       const int64_t steps = ig == Ig::None ? 1 : o.ig_steps;
       if (graph.level == CircuitLevel::Edge) {
         detail::EdgeEngine engine(model, graph);
-        at::Tensor cl = engine.sender_values(clean), co = detail::ablation_values(engine.sender_values(corrupted), o.ablation);
-        out.forwards += 2;
+        at::Tensor co_logits, cl;
+        at::Tensor co = engine.sender_values(corrupted, &co_logits);
+        out.corrupted_metric = detail::metric_on_run(task.metric, co_logits).item<double>();
+        co = detail::ablation_values(co, o.ablation);
+        out.forwards += 1;
+        out.rows += B;
+        if (ig != Ig::None) {
+          at::Tensor cl_logits;
+          cl = engine.sender_values(clean, &cl_logits);
+          out.clean_metric = detail::metric_on_run(task.metric, cl_logits).item<double>();
+          out.forwards += 1;
+          out.rows += B;
+        }
         std::vector<at::Tensor> from, to;
         if (ig == Ig::Activations) {
           from = engine.receiver_inputs(corrupted);
           for (auto& f : from) f = detail::ablation_values(f, o.ablation);
           to = engine.receiver_inputs(clean);
           out.forwards += 2;
+          out.rows += 2 * B;
         }
-        out.scores = engine.attribution(clean, co - cl, task.metric, ig, o.ig_steps, co.select(2, 0), from, to,
-                                        &out.forwards);
+        double run_metric = 0;
+        out.scores = engine.attribution(clean, co, cl, task.metric, ig, o.ig_steps, co.select(2, 0), from, to,
+                                        &out.forwards, &run_metric);
+        if (ig == Ig::None) out.clean_metric = run_metric;
         const int64_t layers = ig == Ig::Activations ? graph.n_layers + 1 : 1;
-        out.rows += 4 * B + steps * layers * B;
+        out.rows += steps * layers * B;
       } else {
         out.scores = node_attribution(model, graph, task, ig, o.ig_steps, o.ablation, &out.forwards);
         const int64_t layers = ig == Ig::Activations ? graph.n_layers : 1;

@@ -53,10 +53,11 @@ EdgeEngine::EdgeEngine(const HookedModel& model, const CircuitGraph& graph) : mo
         {graph.node_index("logits")}, 0);
 }
 
-at::Tensor EdgeEngine::sender_values(const at::Tensor& tokens) const {
+at::Tensor EdgeEngine::sender_values(const at::Tensor& tokens, at::Tensor* logits_out) const {
   std::vector<std::string> names;
   for (const auto& s : senders_) names.push_back(s.hook);
   auto [logits, cache] = model_.run_with_cache(tokens, names_filter(names));
+  if (logits_out) *logits_out = logits;
   std::vector<at::Tensor> parts;
   for (const auto& s : senders_) parts.push_back(s.head_axis ? cache[s.hook] : cache[s.hook].unsqueeze(2));
   return at::cat(parts, 2);
@@ -123,11 +124,12 @@ at::Tensor EdgeEngine::run(const at::Tensor& tokens_in, const at::Tensor& source
   return at::tensor(out, at::kDouble);
 }
 
-at::Tensor EdgeEngine::attribution(const at::Tensor& tokens_in, const at::Tensor& diff_in, const Metric& metric, Ig ig,
-                                   int steps, const at::Tensor& embed_from, const std::vector<at::Tensor>& inputs_from,
-                                   const std::vector<at::Tensor>& inputs_to, int64_t* forwards) const {
+at::Tensor EdgeEngine::attribution(const at::Tensor& tokens_in, const at::Tensor& source, const at::Tensor& clean_values,
+                                   const Metric& metric, Ig ig, int steps, const at::Tensor& embed_from,
+                                   const std::vector<at::Tensor>& inputs_from, const std::vector<at::Tensor>& inputs_to,
+                                   int64_t* forwards, double* run_metric) const {
   const at::Tensor tokens = tokens_in.to(model_.device(), at::kLong);
-  const at::Tensor diff = diff_in.to(model_.device());
+  if (!clean_values.defined() && ig != Ig::None) throw Error("internal: integrated gradients need the clean values");
   const int64_t B = tokens.size(0), T = tokens.size(1);
   if (ig != Ig::None && steps < 1) throw Error("integrated gradients need at least 1 step");
   const int k = ig == Ig::None ? 1 : steps;
@@ -146,6 +148,12 @@ at::Tensor EdgeEngine::attribution(const at::Tensor& tokens_in, const at::Tensor
   at::AutoGradMode grad_mode(true);
   std::vector<at::Tensor> eps(groups_.size());
   std::vector<std::pair<std::string, HookFn>> hooks;
+  std::vector<at::Tensor> captured;  // the run's own sender values (when clean_values is not given)
+  if (!clean_values.defined())
+    for (const auto& s : senders_)
+      hooks.emplace_back(s.hook, [&captured, s](at::Tensor& x, const std::string&) {
+        captured.push_back(s.head_axis ? x.detach() : x.detach().unsqueeze(2));
+      });
   if (ig == Ig::Inputs)
     hooks.emplace_back(point_name(PointKind::ResidPre, 0), [&](at::Tensor& x, const std::string&) {
       at::Tensor from = embed_from.to(x.device(), x.scalar_type()).repeat({blocks, 1, 1});
@@ -172,6 +180,7 @@ at::Tensor EdgeEngine::attribution(const at::Tensor& tokens_in, const at::Tensor
   at::Tensor total = at::zeros({}, at::kDouble).to(logits.device());
   for (int64_t j = 0; j < blocks; ++j) total = total + metric_on_run(metric, logits.narrow(0, j * B, B));
   total = total / static_cast<double>(k);
+  if (run_metric) *run_metric = total.item<double>() / static_cast<double>(layers);
   std::vector<at::Tensor> inputs;
   for (const auto& e : eps)
     if (!e.defined()) throw Error("internal: a receiver point did not fire");
@@ -179,7 +188,8 @@ at::Tensor EdgeEngine::attribution(const at::Tensor& tokens_in, const at::Tensor
   auto grads = torch::autograd::grad({total}, inputs, {}, false, false, /*allow_unused=*/true);
   at::NoGradGuard no_grad;
   at::Tensor scores = at::zeros({static_cast<int64_t>(graph_.edges.size())}, at::kDouble).to(model_.device());
-  at::Tensor diff_rep = diff.repeat({blocks, 1, 1, 1}).to(at::kDouble);
+  at::Tensor clean = clean_values.defined() ? clean_values.to(model_.device()) : at::cat(captured, 2);
+  at::Tensor diff_rep = (source.to(model_.device()) - clean).repeat({blocks, 1, 1, 1}).to(at::kDouble);
   for (size_t gi = 0; gi < groups_.size(); ++gi) {
     const Group& g = groups_[gi];
     if (!grads[gi].defined()) continue;

@@ -125,7 +125,7 @@ std::vector<AblationChoice> ablation_choices(const CircuitGraph& graph) {
     for (bool task_pos : {false, true})
       for (auto kind : {CircuitAblation::Zero, CircuitAblation::Mean, CircuitAblation::Patch, CircuitAblation::Resample})
         for (bool restore : {false, true}) {
-          if (restore && (kind == CircuitAblation::Zero || kind == CircuitAblation::Mean)) continue;
+          if (restore && kind != CircuitAblation::Patch) continue;
           AblationChoice c;
           c.kind = kind, c.restore = restore, c.task_positions = task_pos, c.level = level;
           out.push_back(c);

@@ -3,6 +3,8 @@
 
 #include <ATen/ATen.h>
 
+#include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -19,7 +21,7 @@ class EdgeEngine {
 
   int64_t n_senders() const { return static_cast<int64_t>(sender_nodes_.size()); }
   // Each sender's output on `tokens` ([B, pos]): [B, pos, n_senders, d_model].
-  at::Tensor sender_values(const at::Tensor& tokens) const;
+  at::Tensor sender_values(const at::Tensor& tokens, at::Tensor* logits = nullptr) const;
   // Each receiver group's input on `tokens`, by group (see groups_): [B, pos, heads or 1, d_model].
   std::vector<at::Tensor> receiver_inputs(const at::Tensor& tokens) const;
 
@@ -30,19 +32,15 @@ class EdgeEngine {
   at::Tensor run(const at::Tensor& tokens, const at::Tensor& source, const at::Tensor& swap, const Metric& metric,
                  const at::Tensor& pos_mask, int64_t max_rows, int64_t* forwards, bool progress) const;
 
-  // Σ over prompts and positions of diff[:, :, sender] · d metric / d receiver input, per edge ([E]
-  // float64), the gradient taken on `tokens`:
-  //   Ig::None: at the run itself (EAP);
-  //   Ig::Inputs: averaged over `steps` runs with blocks.0.hook_resid_pre set to
-  //     embed_from + a (embed - embed_from), a = 1/steps .. 1 (EAP-IG on inputs);
-  //   Ig::Activations: per layer, averaged over `steps` runs with that layer's receiver inputs set
-  //     to from + a (to - from) (inputs_from / inputs_to by group, as receiver_inputs returns them)
-  //     and the layers after it computed from there (EAP-IG on activations).
-  // All steps (and layers) run stacked along the batch in one forward and one backward.
+  // Σ over prompts and positions of (source - clean)[:, :, sender] · d metric / d receiver input,
+  // per edge ([E] float64), where clean is clean_values or, when that is undefined (Ig::None only),
+  // the senders' values captured in the gradient run itself; the gradient taken on `tokens`:
   enum class Ig { None, Inputs, Activations };
-  at::Tensor attribution(const at::Tensor& tokens, const at::Tensor& diff, const Metric& metric, Ig ig, int steps,
-                         const at::Tensor& embed_from, const std::vector<at::Tensor>& inputs_from,
-                         const std::vector<at::Tensor>& inputs_to, int64_t* forwards) const;
+  // *run_metric (if given): the metric of the run (Ig::None: the clean run's).
+  at::Tensor attribution(const at::Tensor& tokens, const at::Tensor& source, const at::Tensor& clean_values,
+                         const Metric& metric, Ig ig, int steps, const at::Tensor& embed_from,
+                         const std::vector<at::Tensor>& inputs_from, const std::vector<at::Tensor>& inputs_to,
+                         int64_t* forwards, double* run_metric = nullptr) const;
 
  private:
   struct Group {
@@ -63,6 +61,30 @@ class EdgeEngine {
   std::vector<int> sender_nodes_;
   std::vector<Sender> senders_;
   std::vector<Group> groups_;
+};
+
+// Runs circuits of one task under one ablation choice; the ablation values (one forward) are
+// computed once, so callers that run many batches (ACDC, faithfulness) pay for them once.
+class CircuitRunner {
+ public:
+  CircuitRunner(const HookedModel& model, const CircuitGraph& graph, const CircuitTask& task,
+                const AblationChoice& choice);
+  ~CircuitRunner();
+  // keep[c][u]: unit u in circuit c. Returns the metric per circuit ([C] float64); *forwards counts
+  // the batched forwards (and, the first time, the one that computed the ablation values).
+  at::Tensor run(const std::vector<std::vector<bool>>& keep, const CircuitRunOptions& options, int64_t* forwards);
+
+ private:
+  const HookedModel& model_;
+  const CircuitGraph& graph_;
+  CircuitTask task_;
+  AblationChoice choice_;
+  at::Tensor base_;                          // the run's tokens
+  std::vector<int64_t> positions_;           // task positions (empty: all)
+  std::unique_ptr<EdgeEngine> engine_;       // edge level
+  at::Tensor source_, pos_mask_;             // edge level: ablation values [B, pos, senders, d_model]
+  std::map<std::string, at::Tensor> values_; // node level: ablation values by hook
+  int64_t setup_forwards_ = 0;
 };
 
 // The task's positions (explicit, or where clean and corrupted differ plus the metric's), sorted.

@@ -92,7 +92,7 @@ std::string circuit_svg(const CircuitGraph& g, const CircuitScores& s, int64_t k
   // Rows by layer (embed at the bottom, logits at the top), the layer's heads then its MLP.
   const int row_h = 110, col_w = 90, margin = 60;
   int64_t per_row = g.n_heads + (g.has_mlp ? 1 : 0);
-  const int width = static_cast<int>(margin * 2 + col_w * std::max<int64_t>(per_row, 1));
+  const int width = std::max(720, static_cast<int>(margin * 2 + col_w * std::max<int64_t>(per_row, 1)));
   const int height = margin * 2 + row_h * (g.n_layers + 1);
   std::vector<std::pair<double, double>> pos(g.nodes.size());
   for (size_t i = 0; i < g.nodes.size(); ++i) {
@@ -100,9 +100,10 @@ std::string circuit_svg(const CircuitGraph& g, const CircuitScores& s, int64_t k
     int row = n.kind == CircuitNode::Kind::Embed ? 0 : n.kind == CircuitNode::Kind::Logits ? g.n_layers + 1 : n.layer + 1;
     double y = height - margin - row * row_h * (g.n_layers + 1.0) / (g.n_layers + 1.0);
     y = height - margin - static_cast<double>(row) * (height - 2.0 * margin) / (g.n_layers + 1.0);
+    const double x0 = (width - col_w * static_cast<double>(per_row)) / 2.0;  // the rows, centred
     double x = width / 2.0;
-    if (n.kind == CircuitNode::Kind::Head) x = margin + col_w * (n.head + 0.5);
-    if (n.kind == CircuitNode::Kind::Mlp) x = margin + col_w * (g.n_heads + 0.5);
+    if (n.kind == CircuitNode::Kind::Head) x = x0 + col_w * (n.head + 0.5);
+    if (n.kind == CircuitNode::Kind::Mlp) x = x0 + col_w * (static_cast<double>(g.n_heads) + 0.5);
     pos[i] = {x, y};
   }
   auto rank = s.ranking();
@@ -111,9 +112,12 @@ std::string circuit_svg(const CircuitGraph& g, const CircuitScores& s, int64_t k
   for (int64_t i = 0; i < keep; ++i) smax = std::max(smax, std::abs(s.scores[rank[static_cast<size_t>(i)]].item<double>()));
   std::string o = fmt::format(
       "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" font-family=\"sans-serif\" font-size=\"11\">\n"
-      "<text x=\"8\" y=\"16\" font-size=\"13\">{} {}: top {} of {} by |score| (blue raises the metric when "
-      "patched, red lowers it)</text>\n",
-      width, height, method_name(s.method), g.level == CircuitLevel::Edge ? "edges" : "nodes", keep, rank.size());
+      "<text x=\"8\" y=\"16\" font-size=\"13\">{} {}: {} {} of {}; width by |score|, blue positive, red negative</text>\n"
+      "<text x=\"8\" y=\"31\" fill=\"#555\">{}</text>\n",
+      width, height, method_name(s.method), g.level == CircuitLevel::Edge ? "edges" : "nodes",
+      s.kept.empty() ? "the top" : "the kept", keep, rank.size(),
+      s.method == CircuitMethod::ACDC ? "score: the objective's increase when the unit was removed"
+                                      : "score: the metric's change when the unit alone is ablated");
   std::vector<bool> in(g.nodes.size(), false);
   for (int64_t i = 0; i < keep; ++i) {
     int64_t u = rank[static_cast<size_t>(i)];
@@ -154,7 +158,7 @@ std::string circuit_svg(const CircuitGraph& g, const CircuitScores& s, int64_t k
 }
 
 std::string faithfulness_svg(const FaithfulnessReport& r) {
-  const int W = 760, H = 360, left = 56, right = 250, top = 30, bottom = 44;
+  const int W = 860, H = 380, left = 56, right = 300, top = 30, bottom = 44;
   const int pw = W - left - right, ph = H - top - bottom;
   const double lo = -0.25, hi = 1.25;
   size_t n = r.sizes.size();
@@ -183,9 +187,9 @@ std::string faithfulness_svg(const FaithfulnessReport& r) {
     o += fmt::format("<polyline points=\"{}\" fill=\"none\" stroke=\"{}\" stroke-width=\"1.6\" stroke-dasharray=\"{}\">"
                      "<title>{}</title></polyline>\n",
                      pts, col, dash, html_escape(cv.choice.label()));
-    double ly = top + 12.0 * static_cast<double>(c);
+    double ly = top + 14.0 * static_cast<double>(c);
     o += fmt::format("<line x1=\"{}\" x2=\"{}\" y1=\"{:.1f}\" y2=\"{:.1f}\" stroke=\"{}\" stroke-width=\"2\" "
-                     "stroke-dasharray=\"{}\"/><text x=\"{}\" y=\"{:.1f}\" font-size=\"9\">{}</text>\n",
+                     "stroke-dasharray=\"{}\"/><text x=\"{}\" y=\"{:.1f}\" font-size=\"10\">{}</text>\n",
                      left + pw + 10, left + pw + 28, ly, ly, col, dash, left + pw + 32, ly + 3,
                      html_escape(cv.choice.label()));
   }
