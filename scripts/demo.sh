@@ -59,6 +59,12 @@ echo; echo "== interp patch --method attribution, and interp ablate: attention h
 "$interp" ablate "$out/small_trace.pt" --pairs examples/patching/pairs.json --tokenizer "$out/brown-1k.model" \
   --hook z --by layer,head --ablation mean --out "$out/ablate-heads"
 
+echo; echo "== interp circuit: the induction circuit of a 2-layer model trained here (ACDC, edges), faithful under which ablation?"
+"$interp" circuit tests/fixtures/induction_script.pt --task induction --method acdc --out "$out/circuit-induction"
+echo; echo "== interp circuit: a hand-built model whose true edges are known exactly (EAP-IG)"
+"$interp" circuit tests/fixtures/planted_induction_script.pt --pairs tests/fixtures/planted_induction.pairs.json \
+  --method eap-ig --draw 4 --out "$out/circuit-planted"
+
 echo; echo "== interp run: next-token prediction (random weights for now: expect a flat distribution)"
 "$interp" run "$out/small_script.pt" --tokens "$tokens" --top-k 3
 
@@ -69,4 +75,5 @@ echo "tokenizer: $out/brown-1k.model"
 echo "store:     $out/store ($(du -sh "$out/store" | cut -f1), manifest $out/store/manifest.json)"
 echo "sae:       $out/sae (SAELens layout), evaluation $out/sae-eval.json; ground truth $out/sae-synthetic"
 echo "patching:  $out/patch-resid/index.html, $out/patch-attr/index.html, $out/ablate-heads/index.html (results.json, heatmap.svg)"
-echo "next:      docs/getting-started.md, docs/store.md, docs/sae.md, docs/patching.md"
+echo "circuits:  $out/circuit-induction/index.html, $out/circuit-planted/index.html (edges.json, faithfulness.json, circuit.svg)"
+echo "next:      docs/getting-started.md, docs/store.md, docs/sae.md, docs/patching.md, docs/circuits.md"

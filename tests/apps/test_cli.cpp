@@ -12,6 +12,7 @@
 #include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <sstream>
 
 #include "interp/hooks.h"
@@ -310,4 +311,64 @@ TEST(Cli, PatchRejectsBadPairsWithoutWritingOutput) {
                " --by layer,head --out " + d + "/out");
   EXPECT_NE(r.code, 0);
   EXPECT_TRUE(has(r, "no head axis")) << r.out;
+}
+
+// interp circuit on the planted model: ACDC's circuit is the proven true edge set, the files agree
+// with an in-process run, and bad options fail before anything is written.
+TEST(Cli, CircuitFindsThePlantedCircuitAndWritesItsFiles) {
+  std::string d = temp_dir("circuit");
+  auto r = run("circuit " + fixture("planted_induction_script.pt") + " --pairs " + fixture("planted_induction.pairs.json") +
+               " --method acdc --out " + d + "/out");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_TRUE(has(r, "acdc kept 4 of 52 units")) << r.out;
+  EXPECT_TRUE(has(r, "patch / noise / all pos / edge")) << r.out;
+  std::ifstream tj(fixture("planted_induction.circuit.json")), ej(d + "/out/edges.json"), fj(d + "/out/faithfulness.json");
+  auto truth = nlohmann::json::parse(tj), edges = nlohmann::json::parse(ej), faith = nlohmann::json::parse(fj);
+  std::set<std::string> want, kept;
+  for (const auto& e : truth["true_edges"]) want.insert(e.get<std::string>());
+  ASSERT_EQ(edges["edges"].size(), 52u);
+  for (const auto& e : edges["edges"])
+    if (e["kept"].get<bool>()) kept.insert(e["name"].get<std::string>());
+  EXPECT_EQ(kept, want);
+  EXPECT_EQ(faith["curves"].size(), 20u);
+  for (const auto& c : faith["curves"]) {
+    EXPECT_NEAR(c["normalized"].back().get<double>(), 1.0, 1e-6) << c["label"];  // every unit kept
+    if (c["ablation"] == "patch" && c["level"] == "edge" && c["direction"] == "noise")
+      EXPECT_EQ(c["smallest_95"], 4) << c["label"];  // the true circuit, and nothing smaller
+  }
+  for (const char* f : {"/out/circuit.svg", "/out/curves.svg", "/out/index.html"}) {
+    std::ifstream in(d + f);
+    std::stringstream s;
+    s << in.rdbuf();
+    EXPECT_NE(s.str().find("<svg"), std::string::npos) << f;
+  }
+
+  auto r2 = run("circuit " + fixture("induction_script.pt") + " --task induction --method eap --level node --out " + d + "/out2");
+  ASSERT_EQ(r2.code, 0) << r2.out;
+  EXPECT_TRUE(has(r2, "head scores on repeated random tokens")) << r2.out;
+  EXPECT_TRUE(has(r2, "a0.h2  0.9")) << r2.out;  // the previous-token head
+
+  struct Case {
+    std::string args, message;
+  };
+  const std::string m = fixture("planted_induction_script.pt"), p = " --pairs " + fixture("planted_induction.pairs.json");
+  const Case cases[] = {
+      {m + " --out " + d + "/bad", "exactly one of --pairs"},
+      {m + p + " --task induction --out " + d + "/bad", "exactly one of --pairs"},
+      {m + " --task copying --out " + d + "/bad", "the built-in task is induction"},
+      {m + p + " --method acdcx --out " + d + "/bad", "unknown circuit method"},
+      {m + p + " --level heads --out " + d + "/bad", "use edge or node"},
+      {m + p + " --ablation median --out " + d + "/bad", "unknown ablation"},
+      {m + p + " --sizes 1,x --out " + d + "/bad", "not a non-negative integer"},
+      {m + p + " --sizes 1000 --out " + d + "/bad", "outside 0..52"},
+      {m + p + " --ig-on weights --out " + d + "/bad", "use inputs or activations"},
+      {fixture("missing.pt") + p + " --out " + d + "/bad", "no such model file"},
+  };
+  for (const auto& c : cases) {
+    auto rb = run("circuit " + c.args);
+    EXPECT_NE(rb.code, 0) << c.args;
+    EXPECT_TRUE(has(rb, "error: ") && has(rb, c.message)) << "expected '" << c.message << "' in:\n" << rb.out;
+    std::ifstream written(d + "/bad/edges.json");
+    EXPECT_FALSE(written.good()) << "nothing written after: " << c.message;
+  }
 }
