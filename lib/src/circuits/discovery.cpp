@@ -49,16 +49,10 @@ at::Tensor node_attribution(const HookedModel& model, const CircuitGraph& graph,
   for (const auto& n : wanted) co.put(n, detail::ablation_values(co_run[n], ablation));
   const int k = ig == Ig::None ? 1 : steps;
   const int layers = ig == Ig::Activations ? graph.n_layers : 1;
-  const int64_t blocks = static_cast<int64_t>(k) * layers, R = blocks * B;
-  std::vector<float> a(static_cast<size_t>(R));
-  std::vector<int64_t> lay(static_cast<size_t>(R));
-  for (int64_t j = 0; j < blocks; ++j)
-    for (int64_t b = 0; b < B; ++b) {
-      a[static_cast<size_t>(j * B + b)] = static_cast<float>(j % k + 1) / static_cast<float>(k);
-      lay[static_cast<size_t>(j * B + b)] = j / k;
-    }
-  at::Tensor alpha = at::tensor(a).to(model.device());
-  at::Tensor row_layer = at::tensor(lay).to(model.device());
+  const detail::IgRows rows = detail::ig_rows(k, layers, B, model.device());
+  const int64_t blocks = rows.blocks, R = rows.rows;
+  const at::Tensor& alpha = rows.alpha;
+  const at::Tensor& row_layer = rows.layer;
   at::AutoGradMode grad_mode(true);
   std::vector<at::Tensor> eps(hooks.size());
   std::vector<std::pair<std::string, HookFn>> hk;

@@ -134,17 +134,10 @@ at::Tensor EdgeEngine::attribution(const at::Tensor& tokens_in, const at::Tensor
   if (ig != Ig::None && steps < 1) throw Error("integrated gradients need at least 1 step");
   const int k = ig == Ig::None ? 1 : steps;
   const int layers = ig == Ig::Activations ? graph_.n_layers + 1 : 1;  // the logits' input is a layer of its own
-  const int64_t blocks = static_cast<int64_t>(k) * layers, R = blocks * B;
-  // Row block j: layer j / k (activations), step j % k with a = (j % k + 1) / k.
-  std::vector<float> alpha_rows(static_cast<size_t>(R));
-  std::vector<int> layer_rows(static_cast<size_t>(R));
-  for (int64_t j = 0; j < blocks; ++j)
-    for (int64_t b = 0; b < B; ++b) {
-      alpha_rows[static_cast<size_t>(j * B + b)] = static_cast<float>(j % k + 1) / static_cast<float>(k);
-      layer_rows[static_cast<size_t>(j * B + b)] = static_cast<int>(j / k);
-    }
-  at::Tensor alpha = at::tensor(alpha_rows).to(model_.device()).view({R, 1, 1, 1});
-  at::Tensor row_layer = at::tensor(std::vector<int64_t>(layer_rows.begin(), layer_rows.end())).to(model_.device());
+  const IgRows rows = ig_rows(k, layers, B, model_.device());
+  const int64_t blocks = rows.blocks, R = rows.rows;
+  const at::Tensor alpha = rows.alpha.view({R, 1, 1, 1});
+  const at::Tensor& row_layer = rows.layer;
   at::AutoGradMode grad_mode(true);
   std::vector<at::Tensor> eps(groups_.size());
   std::vector<std::pair<std::string, HookFn>> hooks;

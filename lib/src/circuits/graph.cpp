@@ -204,6 +204,22 @@ std::vector<int64_t> derangement(int64_t n, uint64_t seed) {
   }
 }
 
+IgRows ig_rows(int steps, int layers, int64_t B, c10::Device device) {
+  IgRows r;
+  r.blocks = static_cast<int64_t>(steps) * layers;
+  r.rows = r.blocks * B;
+  std::vector<float> a(static_cast<size_t>(r.rows));
+  std::vector<int64_t> lay(static_cast<size_t>(r.rows));
+  for (int64_t j = 0; j < r.blocks; ++j)
+    for (int64_t b = 0; b < B; ++b) {
+      a[static_cast<size_t>(j * B + b)] = static_cast<float>(j % steps + 1) / static_cast<float>(steps);
+      lay[static_cast<size_t>(j * B + b)] = j / steps;
+    }
+  r.alpha = at::tensor(a).to(device);
+  r.layer = at::tensor(lay).to(device);
+  return r;
+}
+
 at::Tensor ablation_values(const at::Tensor& v, const AblationChoice& choice) {
   switch (choice.kind) {
     case CircuitAblation::Patch: return v;

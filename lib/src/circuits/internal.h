@@ -87,6 +87,15 @@ class CircuitRunner {
   int64_t setup_forwards_ = 0;
 };
 
+// Rows of an integrated-gradients run: `layers` x `steps` blocks of B prompts; block j is layer
+// j / steps at step j % steps, a = (j % steps + 1) / steps.
+struct IgRows {
+  int64_t blocks = 1, rows = 0;
+  at::Tensor alpha;  // [rows] float
+  at::Tensor layer;  // [rows] int64
+};
+IgRows ig_rows(int steps, int layers, int64_t B, c10::Device device);
+
 // The task's positions (explicit, or where clean and corrupted differ plus the metric's), sorted.
 std::vector<int64_t> task_positions(const CircuitTask& task);
 // [pos] float 0/1 mask of positions, on `device`.
