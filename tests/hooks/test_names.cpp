@@ -19,6 +19,17 @@ TEST(ActName, TransformerLensNames) {
   EXPECT_EQ(act_name("ln_final"), "ln_final.hook_normalized");
 }
 
+TEST(ActName, PointLayerIsTheInverse) {
+  EXPECT_EQ(interp::point_layer("blocks.11.attn.hook_result"), 11);
+  EXPECT_EQ(interp::point_layer(interp::point_name(interp::PointKind::QInput, 3)), 3);
+  EXPECT_EQ(interp::point_layer("hook_embed"), -1);
+  EXPECT_EQ(interp::point_layer("blocks.x.hook_resid_pre"), -1);
+  EXPECT_EQ(interp::point_layer("blocks.99999999999999999999.hook_resid_pre"), -1);
+  EXPECT_EQ(interp::act_name("q_input", 2), "blocks.2.hook_q_input");
+  EXPECT_EQ(interp::act_name("result", 0), "blocks.0.attn.hook_result");
+  EXPECT_EQ(interp::act_name("mlp_in", 1), "blocks.1.hook_mlp_in");
+}
+
 TEST(ActName, NegativeLayersCountFromTheEnd) {
   EXPECT_EQ(act_name("resid_post", -1, 6), "blocks.5.hook_resid_post");
   EXPECT_EQ(act_name("q", -6, 6), "blocks.0.attn.hook_q");

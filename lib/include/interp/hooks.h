@@ -75,6 +75,9 @@ enum class PointKind : uint8_t {
 const char* kind_name(PointKind kind);
 // The full TransformerLens name of a kind at a layer: (ResidPre, 3) -> "blocks.3.hook_resid_pre".
 std::string point_name(PointKind kind, int layer = -1);
+// The inverse, for a name with no model at hand (an SAE's config): the layer of a
+// "blocks.{L}...." name, -1 for any other.
+int point_layer(const std::string& name);
 
 // One place in the forward pass where a hook can read or replace the value.
 struct HookPoint {

@@ -193,6 +193,17 @@ std::string point_name(PointKind kind, int layer) {
   throw Error("point_name: a module output has no TransformerLens name");
 }
 
+int point_layer(const std::string& name) {
+  static const std::regex block(R"(^blocks\.(\d+)\.)");
+  std::smatch m;
+  if (!std::regex_search(name, m, block)) return -1;
+  try {
+    return std::stoi(m[1]);
+  } catch (const std::exception&) {
+    return -1;
+  }
+}
+
 std::string act_name(const std::string& short_name, std::optional<int> layer, std::optional<int> n_layers) {
   const std::string s = short_name == "normalized" ? "ln_final" : short_name;
   const KindInfo* info = nullptr;

@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "interp/error.h"
+#include "interp/hooks.h"
 #include "interp/safetensors.h"
 #include "io/atomic_file.h"
 
@@ -67,7 +68,7 @@ std::string SAEConfig::to_json() const {
             {"neuronpedia_id", nullptr},
             {"model_from_pretrained_kwargs", json::object()},
             {"seqpos_slice", json::array({nullptr})}};
-  if (hook_name.rfind("blocks.", 0) == 0) j["hook_layer"] = std::stoi(hook_name.substr(7));
+  if (int layer = point_layer(hook_name); layer >= 0) j["hook_layer"] = layer;
   return j.dump(2) + "\n";
 }
 
