@@ -82,37 +82,36 @@ at::Tensor EdgeEngine::run(const at::Tensor& tokens_in, const at::Tensor& source
     throw Error(fmt::format("edge engine: swap must be [variants, {}]", graph_.edges.size()));
   if (source.size(0) != B || source.size(1) != T || source.size(2) != n_senders())
     throw Error("edge engine: source values do not match the prompts");
-  const int64_t per = std::max<int64_t>(1, max_rows / B);
+  // Rows per forward: max_rows, and at most ~1 GiB of sender deltas ([rows, pos, senders, d_model]).
+  const int64_t S = n_senders(), dm = source.size(3);
+  const int64_t row_bytes = T * S * dm * static_cast<int64_t>(source.element_size());
+  const int64_t per = std::max<int64_t>(1, std::min(max_rows / B, (int64_t{1} << 30) / std::max<int64_t>(1, B * row_bytes)));
   at::Tensor sw = swap.to(model_.device(), source.scalar_type());
   std::vector<double> out(static_cast<size_t>(V));
   Progress prog(V, "circuits", progress);
   for (int64_t v0 = 0; v0 < V; v0 += per) {
     const int64_t nv = std::min(per, V - v0), R = nv * B;
     at::Tensor toks = tokens.repeat({nv, 1});
-    at::Tensor src = source.repeat({nv, 1, 1, 1});  // [R, T, S, d]
     at::Tensor swv = sw.narrow(0, v0, nv);
     std::vector<at::Tensor> masks;
     for (const auto& g : groups_) masks.push_back(swv.index_select(1, g.edge_ids).view({nv, g.n_send, g.heads}));
-    std::vector<at::Tensor> deltas;
-    at::Tensor all;  // cat of deltas so far
+    // deltas[:, :, s] = ablated value - the value sender s has in this run, filled as senders run
+    at::Tensor deltas = at::empty({R, T, S, dm}, source.options());
     std::vector<std::pair<std::string, HookFn>> hooks;
     for (const auto& s : senders_)
       hooks.emplace_back(s.hook, [&, s](at::Tensor& x, const std::string&) {
-        at::Tensor cur = s.head_axis ? x : x.unsqueeze(2);
-        at::Tensor d = src.narrow(2, s.first, s.count) - cur;
+        at::Tensor cur = (s.head_axis ? x : x.unsqueeze(2)).reshape({nv, B, T, s.count, dm});
+        at::Tensor d = (source.narrow(2, s.first, s.count).unsqueeze(0) - cur).reshape({R, T, s.count, dm});
         if (pos_mask.defined()) d = d * pos_mask.to(d.dtype()).view({1, T, 1, 1});
-        deltas.push_back(d);
-        all = at::Tensor();
+        deltas.narrow(2, s.first, s.count).copy_(d);
       });
     for (size_t gi = 0; gi < groups_.size(); ++gi)
       hooks.emplace_back(groups_[gi].hook, [&, gi](at::Tensor& x, const std::string&) {
         const Group& g = groups_[gi];
-        if (!all.defined()) all = at::cat(deltas, 2);
-        const int64_t d_model = all.size(3);
-        at::Tensor D = all.narrow(2, 0, g.n_send).reshape({nv, B, T, g.n_send, d_model});
+        at::Tensor D = deltas.narrow(2, 0, g.n_send).reshape({nv, B, T, g.n_send, dm});
         at::Tensor upd = g.head_axis ? at::einsum("vbpsd,vsh->vbphd", {D, masks[gi]})
                                      : at::einsum("vbpsd,vs->vbpd", {D, masks[gi].squeeze(-1)});
-        x = x + upd.reshape(x.sizes());
+        x = x + upd.reshape(x.sizes()).to(x.dtype());
       });
     at::Tensor logits = model_.run_with_hooks(toks, hooks);
     if (forwards) ++*forwards;
@@ -182,14 +181,15 @@ at::Tensor EdgeEngine::attribution(const at::Tensor& tokens_in, const at::Tensor
   at::NoGradGuard no_grad;
   at::Tensor scores = at::zeros({static_cast<int64_t>(graph_.edges.size())}, at::kDouble).to(model_.device());
   at::Tensor clean = clean_values.defined() ? clean_values.to(model_.device()) : at::cat(captured, 2);
-  at::Tensor diff_rep = (source.to(model_.device()) - clean).repeat({blocks, 1, 1, 1}).to(at::kDouble);
+  const at::Tensor diff = source.to(model_.device()) - clean;  // [B, pos, S, d_model]
   for (size_t gi = 0; gi < groups_.size(); ++gi) {
     const Group& g = groups_[gi];
     if (!grads[gi].defined()) continue;
-    at::Tensor gr = (g.head_axis ? grads[gi] : grads[gi].unsqueeze(2)).to(at::kDouble);
-    if (ig == Ig::Activations)
-      gr = gr * (row_layer == std::min(g.layer, graph_.n_layers)).to(at::kDouble).view({R, 1, 1, 1});
-    at::Tensor s = at::einsum("rpsd,rphd->sh", {diff_rep.narrow(2, 0, g.n_send), gr});  // [n_send, heads]
+    at::Tensor gr = g.head_axis ? grads[gi] : grads[gi].unsqueeze(2);  // [R, pos, heads, d_model]
+    if (ig == Ig::Activations) gr = gr * (row_layer == std::min(g.layer, graph_.n_layers)).to(gr.dtype()).view({R, 1, 1, 1});
+    // the same difference for every block: sum the gradients over the blocks first
+    gr = gr.reshape({blocks, B, T, g.heads, gr.size(3)}).sum(0).to(at::kDouble);
+    at::Tensor s = at::einsum("bpsd,bphd->sh", {diff.narrow(2, 0, g.n_send).to(at::kDouble), gr});  // [n_send, heads]
     scores.index_add_(0, g.edge_ids, s.reshape({-1}));
   }
   return scores.cpu();

@@ -30,6 +30,31 @@ CircuitGraph CircuitGraph::of(const HookedModel& model, CircuitLevel level) {
   g.n_heads = info.n_heads;
   for (const auto& p : model.hook_points())
     if (p.kind == PointKind::MlpOut) g.has_mlp = true;
+  // Every point the graph reads must be there; say which is not, and why.
+  std::vector<std::string> need;
+  for (int L = 0; L < g.n_layers; ++L) {
+    need.push_back(point_name(PointKind::Z, L));
+    if (g.has_mlp) need.push_back(point_name(PointKind::MlpOut, L));
+    if (level == CircuitLevel::Edge) {
+      for (PointKind k : {PointKind::QInput, PointKind::KInput, PointKind::VInput, PointKind::Result})
+        need.push_back(point_name(k, L));
+      if (g.has_mlp) need.push_back(point_name(PointKind::MlpIn, L));
+    }
+  }
+  if (level == CircuitLevel::Edge) {
+    need.push_back(point_name(PointKind::ResidPre, 0));
+    need.push_back(point_name(PointKind::ResidPost, g.n_layers - 1));
+  }
+  std::vector<std::string> have;
+  for (const auto& p : model.hook_points()) have.push_back(p.name);
+  for (const auto& n : need) {
+    if (std::find(have.begin(), have.end(), n) != have.end()) continue;
+    std::string why = "it was not placed";
+    for (const auto& m : model.missing_points())
+      if (m.name == n) why = m.reason;
+    throw Error(fmt::format("{}: {}-level circuits need {}, which is missing: {}", model.path(),
+                            level == CircuitLevel::Edge ? "edge" : "node", n, why));
+  }
   g.nodes.push_back({CircuitNode::Kind::Embed, -1, -1, "embed"});
   for (int L = 0; L < g.n_layers; ++L) {
     for (int h = 0; h < g.n_heads; ++h) g.nodes.push_back({CircuitNode::Kind::Head, L, h, fmt::format("a{}.h{}", L, h)});
