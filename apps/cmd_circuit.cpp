@@ -19,6 +19,7 @@ namespace {
 struct Args : TaskArgs {
   ModelArgs model;
   std::string task, method = "eap", level = "edge", ablation = "all", ig_on = "inputs", objective = "kl", sizes, out;
+  std::string batches = "auto";
   int ig_steps = 5;
   double threshold = 0.01;
   int64_t max_rows = 256, draw = 20, n_prompts = 32, segment = 8, bos = 0;
@@ -92,6 +93,9 @@ void register_circuit(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--objective", a->objective, "acdc: kl (to the clean run) | metric (|change of the task metric|)")
       ->capture_default_str();
+  cmd->add_option("--acdc-batches", a->batches,
+                  "acdc: auto (full on cuda, adaptive on cpu) | adaptive (fewest wasted rows) | full (fewest forwards)")
+      ->capture_default_str();
   cmd->add_option("--sizes", a->sizes, "faithfulness: circuit sizes, comma-separated (default 0,1,2,3,5,10,20,50,... all)");
   cmd->add_option("--draw", a->draw, "units drawn in circuit.svg (acdc: its circuit)")->capture_default_str();
   cmd->add_option("--max-rows", a->max_rows, "rows (circuits x prompts) per batched forward")
@@ -113,6 +117,10 @@ void register_circuit(CLI::App& app) {
       throw Error(fmt::format("--ig-on {}: use inputs or activations", a->ig_on));
     if (a->objective != "kl" && a->objective != "metric")
       throw Error(fmt::format("--objective {}: use kl or metric", a->objective));
+    using Spec = DiscoveryOptions::Speculation;
+    Spec spec = a->batches == "auto" ? Spec::Auto : a->batches == "adaptive" ? Spec::Adaptive : Spec::Full;
+    if (a->batches != "auto" && a->batches != "adaptive" && a->batches != "full")
+      throw Error(fmt::format("--acdc-batches {}: use auto, adaptive or full", a->batches));
     const bool all = a->ablation == "all";
     CircuitAblation kind = all ? CircuitAblation::Patch : parse_ablation(a->ablation);
     std::vector<int64_t> sizes = parse_sizes(a->sizes);
@@ -154,6 +162,7 @@ void register_circuit(CLI::App& app) {
     o.ig_activations = a->ig_on == "activations";
     o.threshold = a->threshold;
     o.acdc_kl = a->objective == "kl";
+    o.acdc_speculation = spec;
     o.ablation.kind = kind;
     o.ablation.seed = a->seed;
     o.run.max_rows = a->max_rows;

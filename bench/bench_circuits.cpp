@@ -52,9 +52,11 @@ int main(int argc, char** argv) {
     fmt::print("bench_circuits: {} ({} edges), {} prompts of {} tokens, {} thread(s), {} rounds\n", pos[0], E, B,
                pairs.clean.size(1), threads, rounds);
 
-    interp::DiscoveryOptions eap, ig, acdc, patch_batched, patch_loop;
+    interp::DiscoveryOptions eap, ig, acdc, acdc_full, patch_batched, patch_loop;
     ig.method = interp::CircuitMethod::EAPIG;
-    acdc.method = interp::CircuitMethod::ACDC;
+    acdc.method = acdc_full.method = interp::CircuitMethod::ACDC;
+    acdc.acdc_speculation = interp::DiscoveryOptions::Speculation::Adaptive;
+    acdc_full.acdc_speculation = interp::DiscoveryOptions::Speculation::Full;
     patch_batched.method = patch_loop.method = interp::CircuitMethod::Patching;
     patch_loop.run.max_rows = B;  // one circuit (one edge patched) per forward
     struct Job {
@@ -68,7 +70,8 @@ int main(int argc, char** argv) {
         {"forward, plain model", [&] { plain.forward(pairs.clean); return interp::CircuitScores{}; }, {}, {}},
         {"eap", [&] { return interp::discover_circuit(model, graph, task, eap); }, {}, {}},
         {"eap-ig (5 steps)", [&] { return interp::discover_circuit(model, graph, task, ig); }, {}, {}},
-        {"acdc", [&] { return interp::discover_circuit(model, graph, task, acdc); }, {}, {}},
+        {"acdc (adaptive batches)", [&] { return interp::discover_circuit(model, graph, task, acdc); }, {}, {}},
+        {"acdc (full batches)", [&] { return interp::discover_circuit(model, graph, task, acdc_full); }, {}, {}},
         {"patching, batched", [&] { return interp::discover_circuit(model, graph, task, patch_batched); }, {}, {}},
         {"patching, 1 forward/edge", [&] { return interp::discover_circuit(model, graph, task, patch_loop); }, {}, {}},
     };
@@ -90,9 +93,15 @@ int main(int argc, char** argv) {
       fmt::print("{:<26} {:>10.2f} {:>14.1f} {:>16.1f} {:>10} {:>11.1f}x\n", j.name, s * 1e3, s / fwd, s / fwd_plain,
                  i < 2 ? std::string("1") : std::to_string(j.last.forwards), loop / s);
     }
-    const auto& a = jobs[4].last;
-    fmt::print("acdc: {} batched forwards vs {} in the per-edge loop: {:.1f}x fewer forwards\n", a.forwards, loop_forwards,
-               static_cast<double>(loop_forwards) / static_cast<double>(a.forwards));
+    for (size_t i : {4, 5}) {
+      const auto& a = jobs[i].last;
+      int kept = 0;
+      for (bool k : a.kept) kept += k;
+      fmt::print("{}: {} batched forwards ({} prompt rows) vs {} in the per-edge loop: {:.1f}x fewer forwards; kept {} "
+                 "edges\n",
+                 jobs[i].name, a.forwards, a.rows, loop_forwards,
+                 static_cast<double>(loop_forwards) / static_cast<double>(a.forwards), kept);
+    }
     fmt::print("(fwd-equiv: wall time / one forward of the {} prompts; the edge-point graph's forward costs {:.2f}x the "
                "plain model's)\n",
                B, fwd / fwd_plain);

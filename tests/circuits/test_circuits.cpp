@@ -293,6 +293,25 @@ TEST_F(InductionCircuit, KCompositionEdgeRanksTop) {
   EXPECT_LE(best_true_rank(interp::discover_circuit(m, graph, task, {})), 10);
 }
 
+// ACDC's speculative batching changes how many forwards run, never the result: adaptive batches,
+// full batches and one variant per forward (the sequential algorithm) agree exactly.
+TEST_F(InductionCircuit, AcdcBatchingDoesNotChangeTheCircuit) {
+  interp::DiscoveryOptions a, f, one;
+  a.method = f.method = one.method = CircuitMethod::ACDC;
+  a.acdc_speculation = interp::DiscoveryOptions::Speculation::Adaptive;
+  f.acdc_speculation = interp::DiscoveryOptions::Speculation::Full;
+  one.run.max_rows = task.clean.size(0);  // one variant per forward: plain sequential ACDC
+  auto sa = interp::discover_circuit(m, graph, task, a), sf = interp::discover_circuit(m, graph, task, f),
+       so = interp::discover_circuit(m, graph, task, one);
+  std::printf("  forwards: sequential %lld, adaptive %lld, full %lld\n", static_cast<long long>(so.forwards),
+              static_cast<long long>(sa.forwards), static_cast<long long>(sf.forwards));
+  EXPECT_EQ(sa.kept, so.kept);
+  EXPECT_EQ(sf.kept, so.kept);
+  EXPECT_TRUE(close(sa.scores, so.scores, 1e-6, "adaptive vs sequential scores"));
+  EXPECT_TRUE(close(sf.scores, so.scores, 1e-6, "full vs sequential scores"));
+  EXPECT_LT(sf.forwards, so.forwards / 2);
+}
+
 // The ACDC circuit found under mean ablation: its top 20 edges recover >= 90% under mean ablation.
 TEST_F(InductionCircuit, TopTwentyEdgesAreFaithfulUnderMeanAblation) {
   AblationChoice mean;

@@ -141,7 +141,10 @@ void acdc(const HookedModel& model, const CircuitGraph& graph, const CircuitTask
     return true;
   };
   const int64_t per = std::max<int64_t>(1, o.run.max_rows / B);
-  int64_t width = std::min<int64_t>(4, per);
+  using Spec = DiscoveryOptions::Speculation;
+  const bool adaptive = o.acdc_speculation == Spec::Adaptive ||
+                        (o.acdc_speculation == Spec::Auto && !model.device().is_cuda());
+  int64_t width = adaptive ? std::min<int64_t>(4, per) : per;
   detail::CircuitRunner runner(model, graph, t, choice);
   double cur = obj(runner.run({std::vector<bool>(static_cast<size_t>(U), true)}, {o.run.max_rows, false},
                               &out.forwards)[0].item<double>());
@@ -192,7 +195,7 @@ void acdc(const HookedModel& model, const CircuitGraph& graph, const CircuitTask
     }
     // Speculate as far as removals have been running: wider after a batch that never broke,
     // narrower after an early keep (the variants after it were wasted).
-    width = broke ? std::clamp<int64_t>(2 * used, 2, per) : std::min<int64_t>(2 * width, per);
+    if (adaptive) width = broke ? std::clamp<int64_t>(2 * used, 2, per) : std::min<int64_t>(2 * width, per);
     i += walked;
     prog.update(static_cast<int64_t>(i));
   }
