@@ -52,11 +52,14 @@ int main(int argc, char** argv) {
     fmt::print("bench_circuits: {} ({} edges), {} prompts of {} tokens, {} thread(s), {} rounds\n", pos[0], E, B,
                pairs.clean.size(1), threads, rounds);
 
-    interp::DiscoveryOptions eap, ig, acdc, acdc_full, patch_batched, patch_loop;
+    interp::DiscoveryOptions eap, ig, acdc, acdc_full, acdc_wide, patch_batched, patch_loop;
     ig.method = interp::CircuitMethod::EAPIG;
     acdc.method = acdc_full.method = interp::CircuitMethod::ACDC;
     acdc.acdc_speculation = interp::DiscoveryOptions::Speculation::Adaptive;
     acdc_full.acdc_speculation = interp::DiscoveryOptions::Speculation::Full;
+    acdc_wide = acdc_full;
+    acdc_wide.method = interp::CircuitMethod::ACDC;
+    acdc_wide.run.max_rows = 1024;  // 64 variants a forward: two-level speculation
     patch_batched.method = patch_loop.method = interp::CircuitMethod::Patching;
     patch_loop.run.max_rows = B;  // one circuit (one edge patched) per forward
     struct Job {
@@ -72,6 +75,7 @@ int main(int argc, char** argv) {
         {"eap-ig (5 steps)", [&] { return interp::discover_circuit(model, graph, task, ig); }, {}, {}},
         {"acdc (adaptive batches)", [&] { return interp::discover_circuit(model, graph, task, acdc); }, {}, {}},
         {"acdc (full batches)", [&] { return interp::discover_circuit(model, graph, task, acdc_full); }, {}, {}},
+        {"acdc (full, 1024 rows)", [&] { return interp::discover_circuit(model, graph, task, acdc_wide); }, {}, {}},
         {"patching, batched", [&] { return interp::discover_circuit(model, graph, task, patch_batched); }, {}, {}},
         {"patching, 1 forward/edge", [&] { return interp::discover_circuit(model, graph, task, patch_loop); }, {}, {}},
     };
@@ -93,7 +97,7 @@ int main(int argc, char** argv) {
       fmt::print("{:<26} {:>10.2f} {:>14.1f} {:>16.1f} {:>10} {:>11.1f}x\n", j.name, s * 1e3, s / fwd, s / fwd_plain,
                  i < 2 ? std::string("1") : std::to_string(j.last.forwards), loop / s);
     }
-    for (size_t i : {4, 5}) {
+    for (size_t i : {4, 5, 6}) {
       const auto& a = jobs[i].last;
       int kept = 0;
       for (bool k : a.kept) kept += k;

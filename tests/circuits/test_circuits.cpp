@@ -296,19 +296,22 @@ TEST_F(InductionCircuit, KCompositionEdgeRanksTop) {
 // ACDC's speculative batching changes how many forwards run, never the result: adaptive batches,
 // full batches and one variant per forward (the sequential algorithm) agree exactly.
 TEST_F(InductionCircuit, AcdcBatchingDoesNotChangeTheCircuit) {
-  interp::DiscoveryOptions a, f, one;
-  a.method = f.method = one.method = CircuitMethod::ACDC;
+  interp::DiscoveryOptions a, f, deep, one;
+  a.method = f.method = deep.method = one.method = CircuitMethod::ACDC;
   a.acdc_speculation = interp::DiscoveryOptions::Speculation::Adaptive;
-  f.acdc_speculation = interp::DiscoveryOptions::Speculation::Full;
+  f.acdc_speculation = deep.acdc_speculation = interp::DiscoveryOptions::Speculation::Full;
+  deep.run.max_rows = 64 * task.clean.size(0);  // two levels deep
   one.run.max_rows = task.clean.size(0);  // one variant per forward: plain sequential ACDC
   auto sa = interp::discover_circuit(m, graph, task, a), sf = interp::discover_circuit(m, graph, task, f),
-       so = interp::discover_circuit(m, graph, task, one);
-  std::printf("  forwards: sequential %lld, adaptive %lld, full %lld\n", static_cast<long long>(so.forwards),
-              static_cast<long long>(sa.forwards), static_cast<long long>(sf.forwards));
-  EXPECT_EQ(sa.kept, so.kept);
-  EXPECT_EQ(sf.kept, so.kept);
-  EXPECT_TRUE(close(sa.scores, so.scores, 1e-6, "adaptive vs sequential scores"));
-  EXPECT_TRUE(close(sf.scores, so.scores, 1e-6, "full vs sequential scores"));
+       sd = interp::discover_circuit(m, graph, task, deep), so = interp::discover_circuit(m, graph, task, one);
+  std::printf("  forwards: sequential %lld, adaptive %lld, full %lld, full two levels deep %lld\n",
+              static_cast<long long>(so.forwards), static_cast<long long>(sa.forwards),
+              static_cast<long long>(sf.forwards), static_cast<long long>(sd.forwards));
+  for (const auto* s : {&sa, &sf, &sd}) {
+    EXPECT_EQ(s->kept, so.kept);
+    EXPECT_TRUE(close(s->scores, so.scores, 1e-6, "batched vs sequential scores"));
+  }
+  EXPECT_LT(sd.forwards, sf.forwards);
   EXPECT_LT(sf.forwards, so.forwards / 2);
 }
 

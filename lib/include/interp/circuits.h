@@ -126,9 +126,10 @@ struct DiscoveryOptions {
   double threshold = 0.01;      // ACDC: remove an edge when the objective grows by less than this
   bool acdc_kl = true;          // ACDC's objective: KL(clean || circuit) at the metric's positions,
                                 // else |metric(circuit) - metric(clean)|
-  // ACDC's speculative batches (docs/circuits.md): Full fills every batch (fewest forwards: what a
-  // GPU wants); Adaptive grows the batch while removals run and shrinks it after a keep (fewest
-  // wasted rows: what a CPU wants). Auto: Full on CUDA, Adaptive on CPU. Results are the same.
+  // ACDC's speculative batches (docs/circuits.md): Full fills every batch, two levels deep when a
+  // batch holds 32 variants or more (fewest forwards: what a GPU wants); Adaptive grows the batch
+  // while removals run and shrinks it after a keep (fewest wasted rows: what a CPU wants). Auto:
+  // Full on CUDA, Adaptive on CPU. The circuit is the same.
   enum class Speculation { Auto, Adaptive, Full } acdc_speculation = Speculation::Auto;
   // ACDC and Patching: how units are removed (noise direction). EAP / EAP-IG: the values whose
   // difference from the clean run is attributed (patch, the default: the corrupted prompts; mean:

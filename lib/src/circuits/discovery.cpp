@@ -5,6 +5,7 @@
 #include <torch/csrc/autograd/autograd.h>
 
 #include <chrono>
+#include <cmath>
 
 #include "circuits/internal.h"
 #include "interp/error.h"
@@ -146,57 +147,89 @@ void acdc(const HookedModel& model, const CircuitGraph& graph, const CircuitTask
                         (o.acdc_speculation == Spec::Auto && !model.device().is_cuda());
   int64_t width = adaptive ? std::min<int64_t>(4, per) : per;
   detail::CircuitRunner runner(model, graph, t, choice);
-  double cur = obj(runner.run({std::vector<bool>(static_cast<size_t>(U), true)}, {o.run.max_rows, false},
-                              &out.forwards)[0].item<double>());
-  out.rows += B;
+  double cur = 0;  // the objective with every unit kept: variant 0 of the first batch
   Progress prog(U, "acdc", o.run.progress);
-  size_t i = 0;
-  while (i < order.size()) {
-    std::vector<bool> spec = removed;
-    std::vector<std::pair<int64_t, int64_t>> chain;  // (unit, variant index or -1: untested)
-    std::vector<std::vector<bool>> keeps;
-    for (size_t j = i; j < order.size() && static_cast<int64_t>(keeps.size()) < width; ++j) {
-      int64_t u = order[j];
-      bool untested = dead(u, spec);
-      spec[static_cast<size_t>(u)] = true;
-      if (untested) {
-        chain.emplace_back(u, -1);
+  // A chain: from `from` on, each unit removed as if every earlier one in the chain was; variant
+  // `vi` (-1: removed untested) holds the state after the step, `before` the state before it.
+  struct Step {
+    size_t pos;
+    int64_t unit, vi;
+    std::vector<bool> before;
+  };
+  std::vector<std::vector<bool>> keeps;
+  auto build = [&](size_t from, std::vector<bool> state, int64_t max_tested) {
+    std::vector<Step> chain;
+    int64_t tested = 0;
+    for (size_t j = from; j < order.size() && tested < max_tested; ++j) {
+      const int64_t u = order[j];
+      Step st{j, u, -1, state};
+      const bool untested = dead(u, state);
+      state[static_cast<size_t>(u)] = true;
+      if (!untested) {
+        std::vector<bool> keep(static_cast<size_t>(U));
+        for (int64_t v = 0; v < U; ++v) keep[static_cast<size_t>(v)] = !state[static_cast<size_t>(v)];
+        st.vi = static_cast<int64_t>(keeps.size());
+        keeps.push_back(std::move(keep));
+        ++tested;
+      }
+      chain.push_back(std::move(st));
+    }
+    return chain;
+  };
+  at::Tensor vals;
+  int64_t used = 0;  // evaluated variants whose result counted
+  // Walks a chain's results in order; returns the step that was kept (-1: none). *next: where the
+  // sequential algorithm continues.
+  auto walk = [&](const std::vector<Step>& chain, size_t* next) -> int64_t {
+    for (size_t k = 0; k < chain.size(); ++k) {
+      const Step& st = chain[k];
+      *next = st.pos + 1;
+      if (st.vi < 0) {
+        removed[static_cast<size_t>(st.unit)] = true;
         continue;
       }
-      std::vector<bool> keep(static_cast<size_t>(U));
-      for (int64_t v = 0; v < U; ++v) keep[static_cast<size_t>(v)] = !spec[static_cast<size_t>(v)];
-      chain.emplace_back(u, static_cast<int64_t>(keeps.size()));
-      keeps.push_back(std::move(keep));
+      ++used;
+      double v = obj(vals[st.vi].item<double>());
+      score[static_cast<size_t>(st.unit)] = v - cur;
+      if (v - cur < o.threshold) {
+        removed[static_cast<size_t>(st.unit)] = true;
+        cur = v;
+      } else {
+        return static_cast<int64_t>(k);  // kept: what follows was evaluated on a wrong assumption
+      }
     }
-    at::Tensor vals;
+    return -1;
+  };
+  // Full batches speculate two levels deep: a main chain, and for each of its steps the chain that
+  // follows if that step is kept, so one forward can settle two keeps.
+  const bool deep = !adaptive && per >= 32;
+  const int64_t main_len = deep ? std::max<int64_t>(2, static_cast<int64_t>(std::sqrt(static_cast<double>(per)))) : per;
+  const int64_t side_len = deep ? (per - main_len) / main_len : 0;
+  size_t i = 0;
+  bool first = true;
+  while (i < order.size()) {
+    keeps.clear();
+    if (first) keeps.emplace_back(static_cast<size_t>(U), true);
+    std::vector<Step> main = build(i, removed, deep ? main_len : width);
+    std::vector<std::vector<Step>> side(main.size());
+    if (deep)
+      for (size_t k = 0; k < main.size(); ++k)
+        if (main[k].vi >= 0) side[k] = build(main[k].pos + 1, main[k].before, side_len);
     if (!keeps.empty()) {
       vals = runner.run(keeps, {o.run.max_rows, false}, &out.forwards);
       out.rows += static_cast<int64_t>(keeps.size()) * B;
     }
-    size_t walked = 0;
-    int64_t used = 0;  // evaluated variants whose result counted
-    bool broke = false;
-    for (const auto& [u, vi] : chain) {
-      ++walked;
-      if (vi < 0) {
-        removed[static_cast<size_t>(u)] = true;
-        continue;
-      }
-      ++used;
-      double next = obj(vals[vi].item<double>());
-      score[static_cast<size_t>(u)] = next - cur;
-      if (next - cur < o.threshold) {
-        removed[static_cast<size_t>(u)] = true;
-        cur = next;
-      } else {
-        broke = true;
-        break;  // kept: what follows was evaluated on a wrong assumption
-      }
-    }
-    // Speculate as far as removals have been running: wider after a batch that never broke,
-    // narrower after an early keep (the variants after it were wasted).
+    if (first) cur = obj(vals[0].item<double>());
+    first = false;
+    used = 0;
+    size_t next = i;
+    int64_t k = walk(main, &next);
+    const bool broke = k >= 0;
+    if (broke && deep && !side[static_cast<size_t>(k)].empty()) walk(side[static_cast<size_t>(k)], &next);
+    // Adaptive: speculate as far as removals have been running: wider after a batch that never
+    // broke, narrower after an early keep (the variants after it were wasted).
     if (adaptive) width = broke ? std::clamp<int64_t>(2 * used, 2, per) : std::min<int64_t>(2 * width, per);
-    i += walked;
+    i = next;
     prog.update(static_cast<int64_t>(i));
   }
   prog.finish();
