@@ -181,15 +181,16 @@ at::Tensor EdgeEngine::attribution(const at::Tensor& tokens_in, const at::Tensor
   at::NoGradGuard no_grad;
   at::Tensor scores = at::zeros({static_cast<int64_t>(graph_.edges.size())}, at::kDouble).to(model_.device());
   at::Tensor clean = clean_values.defined() ? clean_values.to(model_.device()) : at::cat(captured, 2);
-  const at::Tensor diff = source.to(model_.device()) - clean;  // [B, pos, S, d_model]
+  // [S, B * pos * d_model]: each sender's difference as one row, so a group's scores are one matmul
+  const at::Tensor diff = (source.to(model_.device()) - clean).permute({2, 0, 1, 3}).reshape({n_senders(), -1});
   for (size_t gi = 0; gi < groups_.size(); ++gi) {
     const Group& g = groups_[gi];
     if (!grads[gi].defined()) continue;
     at::Tensor gr = g.head_axis ? grads[gi] : grads[gi].unsqueeze(2);  // [R, pos, heads, d_model]
     if (ig == Ig::Activations) gr = gr * (row_layer == std::min(g.layer, graph_.n_layers)).to(gr.dtype()).view({R, 1, 1, 1});
     // the same difference for every block: sum the gradients over the blocks first
-    gr = gr.reshape({blocks, B, T, g.heads, gr.size(3)}).sum(0).to(at::kDouble);
-    at::Tensor s = at::einsum("bpsd,bphd->sh", {diff.narrow(2, 0, g.n_send).to(at::kDouble), gr});  // [n_send, heads]
+    gr = gr.reshape({blocks, B, T, g.heads, gr.size(3)}).sum(0).permute({2, 0, 1, 3}).reshape({g.heads, -1});
+    at::Tensor s = diff.narrow(0, 0, g.n_send).mm(gr.to(diff.dtype()).t()).to(at::kDouble);  // [n_send, heads]
     scores.index_add_(0, g.edge_ids, s.reshape({-1}));
   }
   return scores.cpu();
