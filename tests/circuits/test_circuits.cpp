@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "circuits/internal.h"
 #include "interp/circuits.h"
 #include "interp/error.h"
 #include "interp/prompts.h"
@@ -139,6 +140,34 @@ TEST(Circuits, NodeAblationEqualsAllItsOutgoingEdges) {
       EXPECT_GT(std::abs(a - plain), 1e-4);  // the ablation does something: the comparison could fail
     }
   }
+}
+
+// Resampling is patching from a derangement of the corrupted prompts (seeded): no prompt draws itself.
+TEST(Circuits, ResampleIsPatchingFromPermutedPrompts) {
+  HookedModel m = load_edges("tiny_script.pt");
+  auto g = interp::safetensors_load(fixture("edge_tiny.golden.safetensors"));
+  CircuitGraph graph = CircuitGraph::of(m, CircuitLevel::Edge);
+  at::Tensor tokens = g.tensors.at("tokens"), corrupted = g.tensors.at("corrupted_tokens");
+  tokens = at::cat({tokens, tokens.roll(1, 1)}, 0);
+  corrupted = at::cat({corrupted, corrupted.flip(1)}, 0);  // 4 different prompts
+  CircuitTask task{tokens, corrupted, interp::sequence_loss(tokens), {}};
+  auto perm = interp::detail::derangement(4, 3);
+  for (int64_t i = 0; i < 4; ++i) EXPECT_NE(perm[static_cast<size_t>(i)], i);
+  CircuitTask permuted = task;
+  permuted.corrupted = corrupted.index_select(0, at::tensor(perm, at::kLong));
+  std::vector<std::vector<bool>> keeps;
+  for (int64_t drop : {0, 7, 50, 100}) {
+    keeps.emplace_back(static_cast<size_t>(graph.n_units()), true);
+    keeps.back()[static_cast<size_t>(drop)] = false;
+  }
+  keeps.emplace_back(static_cast<size_t>(graph.n_units()), false);
+  AblationChoice resample, patch;
+  resample.kind = CircuitAblation::Resample;
+  resample.seed = 3;
+  at::Tensor a = interp::run_circuits(m, graph, task, resample, keeps);
+  at::Tensor b = interp::run_circuits(m, graph, permuted, patch, keeps);
+  EXPECT_TRUE(close(a, b, 1e-6, "resample vs patching from permuted prompts"));
+  EXPECT_GT((a - interp::run_circuits(m, graph, task, patch, keeps)).abs().max().item<double>(), 1e-4);
 }
 
 // ---- faithfulness invariants ------------------------------------------------------------------
