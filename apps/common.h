@@ -67,5 +67,6 @@ void register_eval_sae(CLI::App& app);
 void register_patch(CLI::App& app);
 void register_ablate(CLI::App& app);
 void register_circuit(CLI::App& app);
+void register_eval_lm(CLI::App& app);
 
 }  // namespace interp::app

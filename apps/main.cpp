@@ -23,6 +23,7 @@ int main(int argc, char** argv) {
   interp::app::register_patch(app);
   interp::app::register_ablate(app);
   interp::app::register_circuit(app);
+  interp::app::register_eval_lm(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

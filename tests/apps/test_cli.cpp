@@ -16,7 +16,10 @@
 #include <sstream>
 
 #include "interp/hooks.h"
+#include "interp/data.h"
+#include "interp/lm_eval.h"
 #include "interp/patch.h"
+#include "interp/tokenizer.h"
 #include "test_util.h"
 
 using interp::test::fixture;
@@ -370,5 +373,42 @@ TEST(Cli, CircuitFindsThePlantedCircuitAndWritesItsFiles) {
     EXPECT_TRUE(has(rb, "error: ") && has(rb, c.message)) << "expected '" << c.message << "' in:\n" << rb.out;
     std::ifstream written(d + "/bad/edges.json");
     EXPECT_FALSE(written.good()) << "nothing written after: " << c.message;
+  }
+}
+
+// interp eval-lm: held-out documents, the numbers of the library call, and clear errors.
+TEST(Cli, EvalLmOnHeldOutDocuments) {
+  std::string d = temp_dir("eval-lm");
+  const std::string base = "eval-lm " + fixture("tiny_lm_trace.pt") + " --data " + fixture("brown") + " --tokenizer " +
+                           fixture("brown-1k.model");
+  auto r = run(base + " --held-out-every 2 --ctx 64 --out " + d + "/e.json");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_TRUE(has(r, "(2 of 3 documents: index % 2 == 0)")) << r.out;
+  std::ifstream in(d + "/e.json");
+  auto j = nlohmann::json::parse(in);
+  auto tok = interp::Tokenizer::load(fixture("brown-1k.model"));
+  auto tc = interp::select_documents(interp::tokenize(interp::corpus_load(fixture("brown"), "brown"), tok), {0, 2});
+  interp::PackOptions po;
+  po.ctx = 64;
+  po.shuffle = false;
+  auto e = interp::evaluate_lm(interp::HookedModel::load(fixture("tiny_lm_trace.pt")), interp::PackedContexts(tc, po));
+  EXPECT_EQ(j["tokens"].get<int64_t>(), e.tokens);
+  EXPECT_NEAR(j["loss"].get<double>(), e.loss, 1e-9);
+  EXPECT_NEAR(j["accuracy"].get<double>(), e.accuracy, 1e-12);
+
+  struct Case {
+    std::string args, message;
+  };
+  const Case cases[] = {
+      {base + " --ctx 1", "--ctx 1"},
+      {base + " --held-out-every -1", "--held-out-every -1"},
+      {"eval-lm " + fixture("tiny_lm_trace.pt") + " --data " + fixture("brown") + " --tokenizer " +
+           std::string(INTERP_FIXTURES) + "/../../models/brown_lm/brown-4k.model",
+       "the tokenizer has 4096 pieces but the model's vocabulary is 1024"},
+  };
+  for (const auto& c : cases) {
+    auto rb = run(c.args);
+    EXPECT_NE(rb.code, 0) << c.args;
+    EXPECT_TRUE(has(rb, "error: ") && has(rb, c.message)) << "expected '" << c.message << "' in:\n" << rb.out;
   }
 }

@@ -65,6 +65,10 @@ TokenizedCorpus tokenize(const Corpus& corpus, const Tokenizer& tokenizer);
 void token_file_save(const TokenizedCorpus& tc, const std::string& path);
 TokenizedCorpus token_file_load(const std::string& path);
 
+// The documents `docs` (indices, in the order given) of a tokenized corpus, as a corpus of their own
+// (same vocabulary, identities and tag names). Throws interp::Error for an index out of range.
+TokenizedCorpus select_documents(const TokenizedCorpus& tc, const std::vector<int64_t>& docs);
+
 // Corpus path -> tokens: a token file directly, anything else through corpus_load + tokenize
 // (the tokenizer is needed then). Checks ids against the tokenizer's vocabulary.
 TokenizedCorpus load_tokens(const std::string& data, const std::string& format, const Tokenizer* tokenizer);

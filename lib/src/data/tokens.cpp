@@ -130,6 +130,24 @@ TokenizedCorpus load_tokens(const std::string& data, const std::string& format, 
   return tokenize(corpus_load(data, format), *tok);
 }
 
+TokenizedCorpus select_documents(const TokenizedCorpus& tc, const std::vector<int64_t>& docs) {
+  TokenizedCorpus out;
+  out.tag_names = tc.tag_names;
+  out.vocab_size = tc.vocab_size, out.bos_id = tc.bos_id, out.eos_id = tc.eos_id;
+  out.tokenizer_hash = tc.tokenizer_hash, out.corpus_hash = tc.corpus_hash;
+  out.source = fmt::format("{} ({} of its documents)", tc.source, docs.size());
+  out.doc_offsets.push_back(0);
+  const int64_t n = static_cast<int64_t>(tc.doc_offsets.size()) - 1;
+  for (int64_t d : docs) {
+    if (d < 0 || d >= n) throw Error(fmt::format("{}: document {} out of range (it has {})", tc.source, d, n));
+    const int64_t a = tc.doc_offsets[static_cast<size_t>(d)], b = tc.doc_offsets[static_cast<size_t>(d) + 1];
+    out.tokens.insert(out.tokens.end(), tc.tokens.begin() + a, tc.tokens.begin() + b);
+    if (!tc.tags.empty()) out.tags.insert(out.tags.end(), tc.tags.begin() + a, tc.tags.begin() + b);
+    out.doc_offsets.push_back(static_cast<int64_t>(out.tokens.size()));
+  }
+  return out;
+}
+
 PackedContexts::PackedContexts(const TokenizedCorpus& tc, const PackOptions& o) : options_(o) {
   if (o.ctx < 2) throw Error(fmt::format("context length {} is too short", o.ctx));
   if (o.bos && tc.bos_id < 0) throw Error("BOS at each context asked for, but the tokenizer has no BOS token");

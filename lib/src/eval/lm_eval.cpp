@@ -1,0 +1,49 @@
+// Next-token loss and accuracy of a model on packed contexts.
+#include "interp/lm_eval.h"
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <cmath>
+
+#include "interp/error.h"
+#include "interp/util.h"
+
+namespace interp {
+
+std::string LmEval::to_json() const {
+  nlohmann::json j = {{"loss", loss},         {"perplexity", std::exp(loss)}, {"accuracy", accuracy},
+                      {"tokens", tokens},     {"contexts", contexts},        {"seconds", seconds}};
+  return j.dump(2) + "\n";
+}
+
+LmEval evaluate_lm(const HookedModel& model, const PackedContexts& contexts, const LmEvalOptions& o) {
+  if (o.batch < 1) throw Error("evaluate_lm: batch must be at least 1");
+  auto t0 = std::chrono::steady_clock::now();
+  const int64_t n = o.max_contexts > 0 ? std::min(o.max_contexts, contexts.size()) : contexts.size();
+  LmEval e;
+  double loss_sum = 0;
+  int64_t correct = 0;
+  Progress prog(n, "eval-lm contexts", o.progress);
+  for (int64_t i = 0; i < n; i += o.batch) {
+    const int64_t count = std::min(o.batch, n - i);
+    at::Tensor x = contexts.batch(i, count).to(model.device());
+    at::Tensor logits = model.forward(x).narrow(1, 0, x.size(1) - 1).to(at::kFloat);  // predicts x[:, 1:]
+    at::Tensor next = x.narrow(1, 1, x.size(1) - 1);
+    at::Tensor lp = logits.log_softmax(-1).gather(2, next.unsqueeze(-1)).squeeze(-1);
+    loss_sum -= lp.to(at::kDouble).sum().item<double>();
+    correct += (logits.argmax(-1) == next).sum().item<int64_t>();
+    e.tokens += next.numel();
+    prog.update(i + count);
+  }
+  prog.finish();
+  e.contexts = n;
+  e.loss = loss_sum / static_cast<double>(e.tokens);
+  e.accuracy = static_cast<double>(correct) / static_cast<double>(e.tokens);
+  e.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return e;
+}
+
+}  // namespace interp
