@@ -412,3 +412,29 @@ TEST(Cli, EvalLmOnHeldOutDocuments) {
     EXPECT_TRUE(has(rb, "error: ") && has(rb, c.message)) << "expected '" << c.message << "' in:\n" << rb.out;
   }
 }
+
+// interp run with a text prompt and a greedy continuation.
+TEST(Cli, RunPromptAndGenerate) {
+  const std::string m = fixture("tiny_lm_trace.pt"), t = " --tokenizer " + fixture("brown-1k.model");
+  auto r = run("run " + m + " --prompt \"The jury said\"" + t + " --generate 4 --top-k 2");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_TRUE(has(r, "greedy continuation (4 tokens)")) << r.out;
+  EXPECT_TRUE(has(r, "  text: The jury said")) << r.out;
+  auto tok = interp::Tokenizer::load(fixture("brown-1k.model"));
+  auto ids = tok.encode("The jury said");
+  std::vector<int64_t> seq = {tok.bos_id()};
+  seq.insert(seq.end(), ids.begin(), ids.end());
+  at::Tensor want = interp::generate_greedy(interp::HookedModel::load(m), at::tensor(seq, at::kLong).view({1, -1}), 4);
+  std::string cont;
+  for (int64_t i = static_cast<int64_t>(seq.size()); i < want.size(1); ++i)
+    cont += (cont.empty() ? "" : ",") + std::to_string(want[0][i].item<int64_t>());
+  EXPECT_TRUE(has(r, "greedy continuation (4 tokens): " + cont)) << r.out;
+  for (const auto& [args, message] : std::vector<std::pair<std::string, std::string>>{
+           {"run " + m + " --prompt hi", "--prompt needs --tokenizer"},
+           {"run " + m + " --prompt hi --tokens 1,2" + t, "exactly one of --tokens"},
+           {"run " + m + t, "exactly one of --tokens"}}) {
+    auto rb = run(args);
+    EXPECT_NE(rb.code, 0) << args;
+    EXPECT_TRUE(has(rb, "error: ") && has(rb, message)) << "expected '" << message << "' in:\n" << rb.out;
+  }
+}

@@ -84,3 +84,25 @@ TEST(EvaluateLm, MatchesAHandComputation) {
 }
 
 }  // namespace
+
+namespace {
+
+// Greedy continuation against a loop over the unhooked module, cropping to the context as it goes.
+TEST(GenerateGreedy, MatchesAnArgmaxLoop) {
+  auto model = interp::HookedModel::load(fixture("tiny_trace.pt"));  // context 16
+  at::Tensor start = at::tensor({1, 5, 9, 13, 2, 7, 8, 5, 9, 11}, at::kLong).view({2, 5});
+  at::Tensor got = interp::generate_greedy(model, start, 14);  // runs past the context of 16
+  ASSERT_EQ(got.sizes(), (std::vector<int64_t>{2, 19}));
+  EXPECT_TRUE(at::equal(got.narrow(1, 0, 5), start));
+  at::Tensor want = start.clone();
+  for (int i = 0; i < 14; ++i) {
+    at::Tensor in = want.size(1) > 16 ? want.narrow(1, want.size(1) - 16, 16) : want;
+    at::Tensor next = model.forward_unhooked(in).select(1, in.size(1) - 1).argmax(-1);
+    want = at::cat({want, next.unsqueeze(1)}, 1);
+  }
+  EXPECT_TRUE(at::equal(got, want)) << got << "\n" << want;
+  EXPECT_TRUE(at::equal(interp::generate_greedy(model, start, 0), start));
+  EXPECT_THROW(interp::generate_greedy(model, start, -1), interp::Error);
+}
+
+}  // namespace

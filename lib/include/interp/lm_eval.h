@@ -1,4 +1,5 @@
-// interp/lm_eval.h: how well a model predicts a corpus: mean next-token loss and accuracy.
+// interp/lm_eval.h: how well a model predicts a corpus (mean next-token loss and accuracy), and
+// greedy continuation.
 //
 //   interp::PackOptions po;
 //   po.shuffle = false;
@@ -30,5 +31,9 @@ struct LmEval {
 };
 
 LmEval evaluate_lm(const HookedModel& model, const PackedContexts& contexts, const LmEvalOptions& options = {});
+
+// Appends `n` tokens to each sequence of `tokens` ([batch, pos]), each the argmax of the next-token
+// logits (a full forward per token; the model sees the last n_ctx tokens). Returns [batch, pos + n].
+at::Tensor generate_greedy(const HookedModel& model, const at::Tensor& tokens, int64_t n);
 
 }  // namespace interp
