@@ -372,6 +372,19 @@ TEST(Errors, BadNameMaps) {
   EXPECT_NE(msg.find("not valid JSON"), std::string::npos) << msg;
 }
 
+// A traced identity module (the planted model has no LayerNorm) keeps no output: the reason says so.
+TEST(Errors, TracedIdentityModuleSaysWhy) {
+  HookedModel m = HookedModel::load(fixture("planted_induction_trace.pt"));
+  bool found = false;
+  for (const auto& mp : m.missing_points())
+    if (mp.name == "blocks.0.ln1.hook_normalized") {
+      found = true;
+      EXPECT_NE(mp.reason.find("returns its input unchanged"), std::string::npos) << mp.reason;
+    }
+  EXPECT_TRUE(found);
+  EXPECT_TRUE(m.hook_points().size() > 10u);  // everything else is there
+}
+
 TEST(Errors, UnmappedModelSaysWhy) {
   HookedModel m = HookedModel::load(fixture("tiny_hf_trace.pt"));  // no name map
   ASSERT_FALSE(m.missing_points().empty());

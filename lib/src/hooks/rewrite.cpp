@@ -194,7 +194,13 @@ class Rewriter {
     Role role = names_.role_of(path);
     if (outs.size() != 1 || !is_tensor(outs[0])) {
       for (const auto& tl : output_hook_names(role))
-        out_.failures[tl.name] = fmt::format("{} returns {}, not a tensor", path, outs.empty() ? "nothing" : outs[0]->type()->str());
+        out_.failures[tl.name] =
+            !outs.empty() && outs[0]->type()->kind() == c10::TypeKind::NoneType
+                ? fmt::format("{} returns None in this graph: a traced module that returns its input unchanged (an "
+                              "identity, e.g. normalization turned off) keeps no output of its own, so there is "
+                              "nothing to hook",
+                              path)
+                : fmt::format("{} returns {}, not a tensor", path, outs.empty() ? "nothing" : outs[0]->type()->str());
       return;
     }
     int count = call_count_[path]++;
