@@ -33,13 +33,9 @@ at::Tensor node_attribution(const HookedModel& model, const CircuitGraph& graph,
   const int64_t B = clean.size(0);
   std::vector<std::string> hooks;
   std::vector<int> layer_of;
-  for (int L = 0; L < graph.n_layers; ++L) {
-    hooks.push_back(point_name(PointKind::Z, L));
-    layer_of.push_back(L);
-    if (graph.has_mlp) {
-      hooks.push_back(point_name(PointKind::MlpOut, L));
-      layer_of.push_back(L);
-    }
+  for (const auto& p : detail::node_points(graph)) {
+    hooks.push_back(p.hook);
+    layer_of.push_back(p.layer);
   }
   std::vector<std::string> wanted = hooks;
   wanted.push_back(point_name(PointKind::ResidPre, 0));

@@ -229,6 +229,15 @@ std::vector<int64_t> derangement(int64_t n, uint64_t seed) {
   }
 }
 
+std::vector<NodePoint> node_points(const CircuitGraph& graph) {
+  std::vector<NodePoint> out;
+  for (int L = 0; L < graph.n_layers; ++L) {
+    out.push_back({point_name(PointKind::Z, L), L});
+    if (graph.has_mlp) out.push_back({point_name(PointKind::MlpOut, L), L});
+  }
+  return out;
+}
+
 IgRows ig_rows(int steps, int layers, int64_t B, c10::Device device) {
   IgRows r;
   r.blocks = static_cast<int64_t>(steps) * layers;

@@ -87,6 +87,14 @@ class CircuitRunner {
   int64_t setup_forwards_ = 0;
 };
 
+// Node level: the points a head (hook_z, its slice) and an MLP (hook_mlp_out) are ablated and
+// attributed at, per layer in forward order.
+struct NodePoint {
+  std::string hook;
+  int layer = 0;
+};
+std::vector<NodePoint> node_points(const CircuitGraph& graph);
+
 // Rows of an integrated-gradients run: `layers` x `steps` blocks of B prompts; block j is layer
 // j / steps at step j % steps, a = (j % steps + 1) / steps.
 struct IgRows {

@@ -36,10 +36,7 @@ CircuitRunner::CircuitRunner(const HookedModel& model, const CircuitGraph& graph
     if (choice.task_positions) pos_mask_ = position_mask(positions_, clean.size(1), model.device());
   } else {
     std::vector<std::string> hooks;
-    for (int L = 0; L < graph.n_layers; ++L) {
-      hooks.push_back(point_name(PointKind::Z, L));
-      if (graph.has_mlp) hooks.push_back(point_name(PointKind::MlpOut, L));
-    }
+    for (const auto& p : node_points(graph)) hooks.push_back(p.hook);
     if (choice.kind != CircuitAblation::Zero) {
       auto [lg, cache] = model.run_with_cache(from, names_filter(hooks));
       for (const auto& h : hooks) values_[h] = ablation_values(cache[h], choice);

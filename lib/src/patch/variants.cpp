@@ -12,6 +12,7 @@
 #include <optional>
 
 #include "interp/error.h"
+#include "interp/util.h"
 #include "interp/patch.h"
 #include "patch/internal.h"
 
@@ -307,7 +308,7 @@ at::Tensor run_variants(const HookedModel& model, const at::Tensor& tokens_in,
 
   int64_t done = 0, total = 0;
   for (const auto& b : batches) total += static_cast<int64_t>(b.vars.size());
-  auto t_run = Clock::now(), t_print = t_run;
+  Progress prog(total, "patch variants", opt.progress);
   for (const auto& b : batches) {
     std::vector<const std::vector<Resolved>*> vars;
     for (int64_t v : b.vars) vars.push_back(&res[static_cast<size_t>(v)]);
@@ -315,15 +316,9 @@ at::Tensor run_variants(const HookedModel& model, const at::Tensor& tokens_in,
     for (size_t k = 0; k < b.vars.size(); ++k)
       out[b.vars[k]] = detail::metric_on(metric, lg.narrow(0, static_cast<int64_t>(k) * E.B, E.B)).item<double>();
     done += static_cast<int64_t>(b.vars.size());
-    if (opt.progress && (done == total || std::chrono::duration<double>(Clock::now() - t_print).count() > 0.5)) {
-      t_print = Clock::now();
-      double s = std::chrono::duration<double>(Clock::now() - t_run).count();
-      double rate = done / std::max(s, 1e-9);
-      std::fprintf(stderr, "\rpatch: %lld/%lld variants  %.1f variants/s  ETA %.0fs   ", static_cast<long long>(done),
-                   static_cast<long long>(total), rate, (total - done) / std::max(rate, 1e-9));
-    }
+    prog.update(done);
   }
-  if (opt.progress && total > 0) std::fprintf(stderr, "\n");
+  prog.finish();
   E.stats.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   if (stats_out) *stats_out = E.stats;
   return out;
