@@ -72,8 +72,8 @@ Metric TaskArgs::make_metric(const PromptPairs& p, const HookedModel& model) con
   throw Error(fmt::format("--metric {}: use logit_diff, prob, loss or kl", metric));
 }
 
-void CorpusArgs::add_to(CLI::App& cmd) {
-  cmd.add_option("--data", data, "corpus: a Brown folder, text file(s), or a token file (.safetensors)")->required();
+void CorpusArgs::add_to(CLI::App& cmd, bool required) {
+  cmd.add_option("--data", data, "corpus: a Brown folder, text file(s), or a token file (.safetensors)")->required(required);
   cmd.add_option("--format", format, "auto, brown, text-files, text-lines, tokens")->capture_default_str();
   cmd.add_option("--tokenizer", tokenizer, "sentencepiece .model (needed for text corpora)");
 }

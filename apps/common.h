@@ -42,7 +42,7 @@ struct TaskArgs {
 // --data, --format, --tokenizer: a corpus, tokenized (or a token file as it is).
 struct CorpusArgs {
   std::string data, format = "auto", tokenizer;
-  void add_to(CLI::App& cmd);
+  void add_to(CLI::App& cmd, bool required = true);
   TokenizedCorpus load() const;  // loads the tokenizer only when one is given
 };
 
@@ -68,5 +68,6 @@ void register_patch(CLI::App& app);
 void register_ablate(CLI::App& app);
 void register_circuit(CLI::App& app);
 void register_eval_lm(CLI::App& app);
+void register_features(CLI::App& app);
 
 }  // namespace interp::app

@@ -24,6 +24,7 @@ int main(int argc, char** argv) {
   interp::app::register_ablate(app);
   interp::app::register_circuit(app);
   interp::app::register_eval_lm(app);
+  interp::app::register_features(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -89,9 +89,11 @@ class PackedContexts {
   at::Tensor batch(int64_t first, int64_t count) const;  // [count, ctx] int64, in packed order
   at::Tensor tags(int64_t first, int64_t count) const;   // [count, ctx] int16, -1 where none
   bool has_tags() const { return !tags_.empty(); }
+  const std::vector<std::string>& tag_names() const { return tag_names_; }  // the corpus's, when tagged
 
  private:
   PackOptions options_;
+  std::vector<std::string> tag_names_;
   int64_t n_ = 0;
   std::vector<int32_t> tokens_;  // n_ * ctx, in storage order
   std::vector<int16_t> tags_;

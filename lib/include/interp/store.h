@@ -89,6 +89,9 @@ class ActivationStore {
   int64_t n_contexts() const;
   int64_t n_tokens() const { return n_contexts() * ctx_; }
   const std::string& dtype() const { return dtype_; }
+  const std::string& tokenizer_path() const { return tokenizer_; }  // as given to the capture ("" if none)
+  // Tagged corpora: shards hold "tags" [contexts, ctx] (int16 indices into these, -1 for none).
+  const std::vector<std::string>& tag_names() const { return tag_names_; }
   bool complete() const { return complete_; }
   const std::string& manifest_text() const { return manifest_text_; }
 
@@ -100,11 +103,12 @@ class ActivationStore {
   void verify(const std::function<void(int64_t done, int64_t total)>& progress = nullptr) const;
 
  private:
-  std::string dir_, dtype_, manifest_text_;
+  std::string dir_, dtype_, manifest_text_, tokenizer_;
   int64_t ctx_ = 0;
   bool complete_ = false;
   std::vector<StoreHook> hooks_;
   std::vector<StoreShard> shards_;
+  std::vector<std::string> tag_names_;
 };
 
 struct LoaderOptions {

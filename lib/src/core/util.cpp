@@ -152,7 +152,7 @@ Progress::Progress(int64_t total, std::string what, bool on) : total_(total), wh
 void Progress::update(int64_t done) {
   if (!on_) return;
   double now = std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-  if (done < total_ && now - last_ < 0.5) return;
+  if (done < total_ && (now - last_ < 0.5 || now - start_ < 0.5)) return;  // no rate from a first instant
   last_ = now;
   double rate = done / std::max(now - start_, 1e-9);
   std::fprintf(stderr, "\r%s: %lld/%lld  %.1f/s  ETA %.0fs   ", what_.c_str(), static_cast<long long>(done),

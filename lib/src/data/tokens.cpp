@@ -152,6 +152,7 @@ PackedContexts::PackedContexts(const TokenizedCorpus& tc, const PackOptions& o) 
   if (o.ctx < 2) throw Error(fmt::format("context length {} is too short", o.ctx));
   if (o.bos && tc.bos_id < 0) throw Error("BOS at each context asked for, but the tokenizer has no BOS token");
   const bool tagged = !tc.tags.empty();
+  if (tagged) tag_names_ = tc.tag_names;
   std::vector<int32_t> cur;
   std::vector<int16_t> cur_tags;
   auto start = [&] {

@@ -271,6 +271,7 @@ CaptureResult capture(const HookedModel& model, const PackedContexts& data, cons
                    {"target_contexts", total_contexts},
                    {"shards", json::array()},
                    {"complete", false}};
+  if (data.has_tags()) manifest["tag_names"] = data.tag_names();
 
   // The folder: new, or this same capture to resume; anything else is refused.
   CaptureResult result;

@@ -31,6 +31,8 @@ ActivationStore ActivationStore::open(const std::string& dir) {
     for (const auto& sh : m["shards"])
       s.shards_.push_back({sh["file"].get<std::string>(), sh["first_context"].get<int64_t>(), sh["contexts"].get<int64_t>(),
                            sh["bytes"].get<int64_t>(), sh["xxh64"].get<std::string>()});
+    if (m.contains("tokenizer") && m["tokenizer"].is_string()) s.tokenizer_ = m["tokenizer"].get<std::string>();
+    if (m.contains("tag_names")) s.tag_names_ = m["tag_names"].get<std::vector<std::string>>();
   } catch (const json::exception& e) {
     throw Error(fmt::format("{}/manifest.json: mismatched manifest: {}", dir, e.what()));
   }
