@@ -413,6 +413,50 @@ TEST(Cli, EvalLmOnHeldOutDocuments) {
   }
 }
 
+// interp features: from a store and from the model over the corpus (the same contexts: the same
+// statistics), the random-directions baseline, the terminal summary, and clear errors.
+TEST(Cli, FeaturesFromAStoreAndFromTheModel) {
+  std::string d = temp_dir("features");
+  const std::string m = fixture("tiny_lm_trace.pt"), data = " --data " + fixture("brown"),
+                    t = " --tokenizer " + fixture("brown-1k.model");
+  auto r = run("capture --model " + m + data + t + " --hooks blocks.0.hook_resid_post --tokens 4096 --ctx 64 --out " + d +
+               "/store");
+  ASSERT_EQ(r.code, 0) << r.out;
+  r = run("train-sae --activations " + d + "/store --arch topk --d-sae 64 --k 4 --steps 50 --batch 256 --out " + d + "/sae");
+  ASSERT_EQ(r.code, 0) << r.out;
+  r = run("features --sae " + d + "/sae --activations " + d + "/store --model " + m + " --baseline --out " + d + "/site");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_TRUE(has(r, "latents live;") && has(r, "random directions (baseline):") && has(r, "/site/index.html")) << r.out;
+  std::ifstream in(d + "/site/features.json");
+  auto a = nlohmann::json::parse(in);
+  EXPECT_EQ(a["tokens"].get<int64_t>(), 4096 - 64);  // BOS positions skipped
+  EXPECT_TRUE(a.contains("random_directions"));
+  EXPECT_EQ(a["logit_path"].get<std::string>().rfind("direct path", 0), 0u) << a["logit_path"];
+  r = run("features --sae " + d + "/sae --model " + m + data + t + " --tokens 4032 --ctx 64 --out " + d + "/site2");
+  ASSERT_EQ(r.code, 0) << r.out;
+  std::ifstream in2(d + "/site2/features.json");
+  auto b = nlohmann::json::parse(in2);
+  for (const char* k : {"tokens", "live", "scored", "pure"}) EXPECT_EQ(a[k], b[k]) << k;
+  EXPECT_EQ(a["top_by_purity"], b["top_by_purity"]);
+
+  struct Case {
+    std::string args, message;
+  };
+  const std::string sae = "features --sae " + d + "/sae";
+  const Case cases[] = {
+      {sae + " --out " + d + "/x", "features needs activations"},
+      {sae + data + t + " --out " + d + "/x", "--data needs --model"},
+      {sae + " --activations " + d + "/store --hook blocks.0.hook_resid_pre --out " + d + "/x", "blocks.0.hook_resid_pre"},
+      {sae + " --activations " + d + "/store --out " + d + "/store", "holds no interp features site"},
+      {"features --sae " + d + "/nope --activations " + d + "/store --out " + d + "/x", "nope"},
+  };
+  for (const auto& c : cases) {
+    auto rb = run(c.args);
+    EXPECT_NE(rb.code, 0) << c.args;
+    EXPECT_TRUE(has(rb, "error: ") && has(rb, c.message)) << "expected '" << c.message << "' in:\n" << rb.out;
+  }
+}
+
 // interp run with a text prompt and a greedy continuation.
 TEST(Cli, RunPromptAndGenerate) {
   const std::string m = fixture("tiny_lm_trace.pt"), t = " --tokenizer " + fixture("brown-1k.model");
