@@ -69,5 +69,6 @@ void register_ablate(CLI::App& app);
 void register_circuit(CLI::App& app);
 void register_eval_lm(CLI::App& app);
 void register_features(CLI::App& app);
+void register_heads(CLI::App& app);
 
 }  // namespace interp::app

@@ -25,6 +25,7 @@ int main(int argc, char** argv) {
   interp::app::register_circuit(app);
   interp::app::register_eval_lm(app);
   interp::app::register_features(app);
+  interp::app::register_heads(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

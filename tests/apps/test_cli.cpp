@@ -1,6 +1,7 @@
 // The interp command line as a user runs it: exit codes, `error:` messages, and the files it writes
 // (read back with an independent minimal safetensors reader, compared with an in-process run).
 #include <ATen/ATen.h>
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -15,6 +16,7 @@
 #include <set>
 #include <sstream>
 
+#include "interp/circuits.h"
 #include "interp/hooks.h"
 #include "interp/data.h"
 #include "interp/lm_eval.h"
@@ -455,6 +457,28 @@ TEST(Cli, FeaturesFromAStoreAndFromTheModel) {
     EXPECT_NE(rb.code, 0) << c.args;
     EXPECT_TRUE(has(rb, "error: ") && has(rb, c.message)) << "expected '" << c.message << "' in:\n" << rb.out;
   }
+}
+
+// interp heads: the induction heads models/circuit_models.py found in plain PyTorch come first, and
+// the JSON holds the library's numbers.
+TEST(Cli, HeadsRanksTheKnownInductionHeadsFirst) {
+  std::string d = temp_dir("heads");
+  auto r = run("heads " + fixture("induction_script.pt") + " --top 4 --out " + d + "/heads.json");
+  ASSERT_EQ(r.code, 0) << r.out;
+  std::ifstream in(fixture("induction.circuit.json"));
+  auto truth = nlohmann::json::parse(in);
+  std::set<std::string> want;
+  for (const auto& h : truth["induction_heads"]) want.insert(fmt::format("a{}.h{}", h[0].get<int>(), h[1].get<int>()));
+  std::ifstream jin(d + "/heads.json");
+  auto j = nlohmann::json::parse(jin);
+  for (size_t i = 0; i < want.size(); ++i)
+    EXPECT_TRUE(want.count(j["heads"][i]["head"].get<std::string>())) << j["heads"][i];
+  auto hs = interp::head_scores(interp::HookedModel::load(fixture("induction_script.pt")), 32, 10, 0, 0);
+  for (const auto& h : j["heads"])
+    EXPECT_NEAR(h["induction"].get<double>(), hs.induction[h["layer"].get<int>()][h["index"].get<int>()].item<double>(), 1e-12);
+  r = run("heads " + fixture("induction_script.pt") + " --bos 100000");
+  EXPECT_NE(r.code, 0);
+  EXPECT_TRUE(has(r, "error: --bos 100000 is outside the model's vocabulary")) << r.out;
 }
 
 // interp run with a text prompt and a greedy continuation.
