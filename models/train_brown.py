@@ -66,6 +66,8 @@ def main():
     ap.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default: 2e-3)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--init-only", action="store_true",
+                    help="export the untrained model (same shape and seed; a baseline) and stop: no training, no report")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     tensors, meta = safetensors_io.load(args.tokens)
@@ -81,6 +83,13 @@ def main():
     print(f"brown_lm: {n_docs} documents, {len(train)} train / {len(valid)} held-out contexts of {cfg.n_ctx}; "
           f"vocabulary {vocab}")
     model = build(cfg).train()
+    if args.init_only:
+        model.eval()
+        os.makedirs(args.out, exist_ok=True)
+        for mode in ["script", "trace"]:
+            export(model, cfg, mode, os.path.join(args.out, f"brown_lm_{mode}.pt"))
+        print(f"brown_lm: wrote the untrained model (seed {args.seed}) to {args.out}")
+        return
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.1)
     warmup = max(1, args.steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(

@@ -1,79 +1,78 @@
 #!/usr/bin/env bash
-# The main job, end to end: set up (packages, the Brown corpus), build, export the shipped model,
-# list its hooks, capture a cache, train a tokenizer on Brown, capture residual-stream activations of
-# Brown into a sharded store, verify it, train a TopK SAE on them, evaluate it (CE loss recovered),
-# check SAE training against synthetic ground truth, and print a summary.
+# The main job, end to end, on the shipped Brown language model (models/brown_lm/, trained here):
+# set up (packages, chromium, the Brown corpus), build, then show the model is real (held-out loss,
+# induction heads, a continuation), capture its middle residual stream over Brown into a store,
+# train a TopK SAE, evaluate it, write feature dashboards with part-of-speech purity against two
+# baselines (random directions; the same pipeline on the untrained model), patch a name-copying
+# task the model solves, find a known circuit, and print where every output is.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh --demo
 bash scripts/build.sh
 build=${BUILD_DIR:-build}
 out=${OUT_DIR:-out}
 mkdir -p "$out"
 interp="$build/interp"
+lm=models/brown_lm
+model=$lm/brown_lm_trace.pt
+tok=$lm/brown-4k.model
+hook=blocks.1.hook_resid_post   # the middle of the 4 blocks
+start=$SECONDS
+step() { echo; echo "== [$((SECONDS - start)) s] $*"; }
 
-echo; echo "== export the shipped model (GPT-2 style, 4 layers, d_model 128, vocabulary 1024) with torch.jit.script and torch.jit.trace"
-/usr/bin/python3 models/export.py --config small --mode script --out "$out/small_script.pt"
-/usr/bin/python3 models/export.py --config small --mode trace --out "$out/small_trace.pt"
+step "the Brown LM (4 layers, d_model 256, vocabulary 4096; $lm/README.md): held-out loss and accuracy from interp"
+"$interp" eval-lm "$model" --data data/brown --tokenizer "$tok" --held-out-every 20 --out "$out/eval-lm.json"
 
-echo; echo "== interp hooks (the traced export: hooks without the model author's help)"
-"$interp" hooks "$out/small_trace.pt"
+step "interp heads: induction heads on repeated random tokens"
+"$interp" heads "$model" --tokenizer "$tok" --top 6 --out "$out/heads.json"
 
-tokens="1,15,200,7,42,99,3,512;8,8,300,1000,2,64,77,5"
-echo; echo "== interp cache: residual stream and attention patterns for 2 sequences of 8 tokens"
-"$interp" cache "$out/small_trace.pt" --tokens "$tokens" --filter 'hook_resid_(pre|post)$|hook_pattern' \
-  --out "$out/cache.safetensors"
+step "interp run: a greedy continuation"
+"$interp" run "$model" --tokenizer "$tok" --prompt "The jury said it did not find any evidence that the" --generate 12 --top-k 3
 
-echo; echo "== interp tokenizer train: a 1024-piece BPE tokenizer on the Brown corpus"
-[ -f "$out/brown-1k.model" ] || "$interp" tokenizer train --data data/brown --vocab-size 1024 --out "$out/brown-1k"
-"$interp" tokenizer encode --tokenizer "$out/brown-1k.model" "The jury said it did not find evidence."
-
-echo; echo "== interp capture: 262144 tokens of Brown, residual stream after blocks 1 and 3, stored as bf16"
+step "interp tokenize + capture: ~500k tokens of Brown (with their POS tags) at $hook"
+[ -f "$out/brown-4k.tokens.safetensors" ] || "$interp" tokenize --data data/brown --tokenizer "$tok" --out "$out/brown-4k.tokens.safetensors"
 rm -rf "$out/store"
-"$interp" capture --model "$out/small_trace.pt" --data data/brown --tokenizer "$out/brown-1k.model" \
-  --hooks blocks.1.hook_resid_post,blocks.3.hook_resid_post --tokens 262144 --ctx 128 --batch 32 \
-  --dtype bf16 --out "$out/store"
-"$interp" store info "$out/store"
-"$interp" store verify "$out/store"
+"$interp" capture --model "$model" --data "$out/brown-4k.tokens.safetensors" --tokenizer "$tok" --hooks "$hook" \
+  --tokens 500000 --ctx 128 --batch 32 --dtype bf16 --out "$out/store"
 
-echo; echo "== interp train-sae: a TopK SAE (512 latents, k 16) on the stored blocks.1.hook_resid_post"
+step "interp train-sae: TopK, 4096 latents, k 32"
 rm -rf "$out/sae"
-"$interp" train-sae --activations "$out/store" --hook blocks.1.hook_resid_post --arch topk --d-sae 512 --k 16 \
-  --steps 400 --batch 2048 --lr 1e-3 --out "$out/sae"
+"$interp" train-sae --activations "$out/store" --hook "$hook" --arch topk --d-sae 4096 --k 32 --steps 600 --batch 2048 \
+  --lr 1e-3 --checkpoint-every 0 --out "$out/sae"
 
-echo; echo "== interp eval-sae: reconstruction and the model's loss with the SAE spliced in (other contexts: --seed 7)"
-"$interp" eval-sae --sae "$out/sae" --model "$out/small_trace.pt" --data data/brown --tokenizer "$out/brown-1k.model" \
-  --tokens 16384 --seed 7 --out "$out/sae-eval.json"
+step "interp eval-sae: FVU, L0, dead latents, CE loss recovered (contexts the SAE did not train on: --seed 7)"
+"$interp" eval-sae --sae "$out/sae" --model "$model" --data "$out/brown-4k.tokens.safetensors" --tokenizer "$tok" \
+  --tokens 32768 --seed 7 --out "$out/sae-eval.json"
 
-echo; echo "== interp train-sae --synthetic: ground truth (256 features in d=128), the features it recovers"
-rm -rf "$out/sae-synthetic"
-"$interp" train-sae --synthetic --features 256 --d 128 --d-sae 512 --k 8 --steps 1200 --batch 1024 --lr 2e-3 \
-  --checkpoint-every 0 --out "$out/sae-synthetic"
+step "interp features: dashboards, POS purity, and random directions as a baseline"
+"$interp" features --sae "$out/sae" --activations "$out/store" --model "$model" --baseline --tokens 250000 --out "$out/features"
 
-echo; echo "== interp patch: resid_pre by layer x position on prompt pairs (batched; clean into corrupted)"
-"$interp" patch "$out/small_trace.pt" --pairs examples/patching/pairs.json --tokenizer "$out/brown-1k.model" \
-  --hook resid_pre --by layer,pos --metric logit_diff --out "$out/patch-resid"
-echo; echo "== interp patch --method attribution, and interp ablate: attention heads (mean ablation)"
-"$interp" patch "$out/small_trace.pt" --pairs examples/patching/pairs.json --tokenizer "$out/brown-1k.model" \
-  --method attribution --hook z --by layer,head --out "$out/patch-attr"
-"$interp" ablate "$out/small_trace.pt" --pairs examples/patching/pairs.json --tokenizer "$out/brown-1k.model" \
-  --hook z --by layer,head --ablation mean --out "$out/ablate-heads"
+step "baseline: the same pipeline on the untrained model (same shape and seed)"
+/usr/bin/python3 models/train_brown.py --tokens "$out/brown-4k.tokens.safetensors" --out "$out/brown_lm_init" --init-only
+rm -rf "$out/store-init" "$out/sae-init"
+"$interp" capture --model "$out/brown_lm_init/brown_lm_trace.pt" --data "$out/brown-4k.tokens.safetensors" \
+  --tokenizer "$tok" --hooks "$hook" --tokens 500000 --ctx 128 --batch 32 --dtype bf16 --out "$out/store-init"
+"$interp" train-sae --activations "$out/store-init" --hook "$hook" --arch topk --d-sae 4096 --k 32 --steps 600 \
+  --batch 2048 --lr 1e-3 --checkpoint-every 0 --out "$out/sae-init"
+"$interp" features --sae "$out/sae-init" --activations "$out/store-init" --tokens 250000 --out "$out/features-init"
 
-echo; echo "== interp circuit: the induction circuit of a 2-layer model trained here (ACDC, edges), faithful under which ablation?"
+step "interp patch: repeated-name copying (\"... John West ... John\" -> \" West\"), residual stream by layer x position"
+"$interp" patch "$model" --pairs examples/patching/brown_names.json --tokenizer "$tok" --hook resid_pre \
+  --by layer,pos --metric logit_diff --out "$out/patch-names"
+"$interp" patch "$model" --pairs examples/patching/brown_names.json --tokenizer "$tok" --hook z \
+  --by layer,head --metric logit_diff --out "$out/patch-names-heads"
+
+step "interp circuit: a 2-layer model trained here whose induction circuit is known (ACDC), faithful under which ablation?"
 "$interp" circuit tests/fixtures/induction_script.pt --task induction --method acdc --out "$out/circuit-induction"
-echo; echo "== interp circuit: a hand-built model whose true edges are known exactly (EAP-IG)"
-"$interp" circuit tests/fixtures/planted_induction_script.pt --pairs tests/fixtures/planted_induction.pairs.json \
-  --method eap-ig --draw 4 --out "$out/circuit-planted"
 
-echo; echo "== interp run: next-token prediction (random weights for now: expect a flat distribution)"
-"$interp" run "$out/small_script.pt" --tokens "$tokens" --top-k 3
-
-echo; echo "== summary"
-echo "model:     $out/small_script.pt, $out/small_trace.pt"
-echo "cache:     $out/cache.safetensors ($(stat -c %s "$out/cache.safetensors") bytes)"
-echo "tokenizer: $out/brown-1k.model"
-echo "store:     $out/store ($(du -sh "$out/store" | cut -f1), manifest $out/store/manifest.json)"
-echo "sae:       $out/sae (SAELens layout), evaluation $out/sae-eval.json; ground truth $out/sae-synthetic"
-echo "patching:  $out/patch-resid/index.html, $out/patch-attr/index.html, $out/ablate-heads/index.html (results.json, heatmap.svg)"
-echo "circuits:  $out/circuit-induction/index.html, $out/circuit-planted/index.html (edges.json, faithfulness.json, circuit.svg)"
-echo "next:      docs/getting-started.md, docs/store.md, docs/sae.md, docs/patching.md, docs/circuits.md"
+step "summary"
+pure() { /usr/bin/python3 -c "import json,sys; j=json.load(open(sys.argv[1])); r=j.get(sys.argv[2], j) if len(sys.argv)>2 else j; print(f\"{100*r['pure_fraction_of_live']:.1f}% of {r['live']} live latents\")" "$@"; }
+echo "POS purity >= 0.8: SAE $(pure "$out/features/features.json"); random directions $(pure "$out/features/features.json" random_directions); SAE on the untrained model $(pure "$out/features-init/features.json")"
+echo
+echo "dashboards: $out/features/index.html (latents: $out/features/latent.html#N); untrained baseline $out/features-init/index.html"
+echo "patching:   $out/patch-names/index.html, $out/patch-names-heads/index.html"
+echo "circuit:    $out/circuit-induction/index.html"
+echo "numbers:    $out/eval-lm.json, $out/heads.json, $out/sae-eval.json, $out/features/features.json"
+echo "data:       store $out/store ($(du -sh "$out/store" | cut -f1)), SAE $out/sae (SAELens layout)"
+echo "next:       docs/getting-started.md (the same steps in C++ and on the command line), docs/features.md"
+echo "done in $((SECONDS - start)) s after the build"

