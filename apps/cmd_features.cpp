@@ -119,9 +119,12 @@ void register_features(CLI::App& app) {
     write_feature_site(run.stats, tok, a->out, so);
     fmt::print("{}", run.stats.terminal_summary(&tok, 10));
     if (run.random_baseline)
-      fmt::print("random directions (baseline): {} of {} live, {} ({:.1f}% of live) with purity >= {}\n",
+      fmt::print("random directions (baseline): {} of {} live, {} ({:.1f}% of live) with purity >= {}, of which {} ({:.1f}% "
+                 "of live) over >= {} distinct tokens; over all firings {} ({:.1f}% of live)\n",
                  run.random_baseline->live(), run.random_baseline->d_sae, run.random_baseline->pure(),
-                 100 * run.random_baseline->pure_fraction(), a->purity);
+                 100 * run.random_baseline->pure_fraction(), a->purity, run.random_baseline->pure_multi_token(),
+                 100 * run.random_baseline->pure_multi_token_fraction(), run.random_baseline->min_distinct,
+                 run.random_baseline->pure_firings(), 100 * run.random_baseline->pure_firings_fraction());
     fmt::print("wrote {}/index.html (latents: {}/latent.html#N), {}/features.json\n", a->out, a->out, a->out);
   });
 }

@@ -3,7 +3,7 @@
 # set up (packages, chromium, the Brown corpus), build, then show the model is real (held-out loss,
 # induction heads, a continuation), capture its middle residual stream over Brown into a store,
 # train a TopK SAE, evaluate it, write feature dashboards with part-of-speech purity against two
-# baselines (random directions; the same pipeline on the untrained model), patch a name-copying
+# baselines (random directions; the same pipeline on the untrained model), patch an agreement
 # task the model solves, find a known circuit, and print where every output is.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -56,21 +56,25 @@ rm -rf "$out/store-init" "$out/sae-init"
   --batch 2048 --lr 1e-3 --checkpoint-every 0 --out "$out/sae-init"
 "$interp" features --sae "$out/sae-init" --activations "$out/store-init" --tokens 250000 --out "$out/features-init"
 
-step "interp patch: repeated-name copying (\"... John West ... John\" -> \" West\"), residual stream by layer x position"
-"$interp" patch "$model" --pairs examples/patching/brown_names.json --tokenizer "$tok" --hook resid_pre \
-  --by layer,pos --metric logit_diff --out "$out/patch-names"
-"$interp" patch "$model" --pairs examples/patching/brown_names.json --tokenizer "$tok" --hook z \
-  --by layer,head --metric logit_diff --out "$out/patch-names-heads"
+step "interp patch: agreement the model gets right (\"..., they\" -> \" were\", \"..., he\" -> \" was\"): residual stream by layer x position, then each head's output"
+"$interp" patch "$model" --pairs examples/patching/brown_agreement.json --tokenizer "$tok" --hook resid_pre \
+  --by layer,pos --metric logit_diff --out "$out/patch-agreement"
+"$interp" patch "$model" --pairs examples/patching/brown_agreement.json --tokenizer "$tok" --hook z \
+  --by layer,head --metric logit_diff --out "$out/patch-agreement-heads"
 
 step "interp circuit: a 2-layer model trained here whose induction circuit is known (ACDC), faithful under which ablation?"
 "$interp" circuit tests/fixtures/induction_script.pt --task induction --method acdc --out "$out/circuit-induction"
 
 step "summary"
-pure() { /usr/bin/python3 -c "import json,sys; j=json.load(open(sys.argv[1])); r=j.get(sys.argv[2], j) if len(sys.argv)>2 else j; print(f\"{100*r['pure_fraction_of_live']:.1f}% of {r['live']} live latents\")" "$@"; }
-echo "POS purity >= 0.8: SAE $(pure "$out/features/features.json"); random directions $(pure "$out/features/features.json" random_directions); SAE on the untrained model $(pure "$out/features-init/features.json")"
+pure() { /usr/bin/python3 -c "import json,sys; j=json.load(open(sys.argv[1])); r=j.get(sys.argv[2], j) if len(sys.argv)>2 else j; print(f\"{100*r['pure_fraction_of_live']:5.1f}%  {100*r['pure_multi_token_fraction_of_live']:5.1f}%  {100*r['pure_firings_fraction_of_live']:5.1f}%   ({r['live']} live latents)\")" "$@"; }
+echo "share of live latents with POS purity >= 0.8 over their top 50 activations; of those, spanning >= 5 distinct"
+echo "tokens (a part of speech, not one word); and over all their firings, activation-weighted (docs/features.md):"
+echo "  SAE on the Brown LM            $(pure "$out/features/features.json")"
+echo "  random directions, same model  $(pure "$out/features/features.json" random_directions)"
+echo "  SAE on the untrained model     $(pure "$out/features-init/features.json")"
 echo
 echo "dashboards: $out/features/index.html (latents: $out/features/latent.html#N); untrained baseline $out/features-init/index.html"
-echo "patching:   $out/patch-names/index.html, $out/patch-names-heads/index.html"
+echo "patching:   $out/patch-agreement/index.html, $out/patch-agreement-heads/index.html"
 echo "circuit:    $out/circuit-induction/index.html"
 echo "numbers:    $out/eval-lm.json, $out/heads.json, $out/sae-eval.json, $out/features/features.json"
 echo "data:       store $out/store ($(du -sh "$out/store" | cut -f1)), SAE $out/sae (SAELens layout)"

@@ -112,9 +112,11 @@ TEST(Features, CollectorMatchesBruteForce) {
     EXPECT_EQ(rows, want);
     // tags of the top 4 activations, coarse
     std::map<std::string, int64_t> counts;
+    std::set<int32_t> distinct;
     int64_t tagged = 0;
     for (size_t i = 0; i < 4 && i < fires.size(); ++i) {
       const int64_t r = fires[i].second;
+      distinct.insert(T[r / S.ctx][r % S.ctx]);
       const int t = G[r / S.ctx][r % S.ctx];
       if (t >= 0) {
         counts[coarse.at(t)]++;
@@ -122,6 +124,19 @@ TEST(Features, CollectorMatchesBruteForce) {
       }
     }
     EXPECT_EQ(L.tagged, tagged);
+    EXPECT_EQ(L.distinct_tokens, static_cast<int64_t>(distinct.size()));
+    // every firing, activation-weighted
+    std::map<std::string, double> mass;
+    int64_t n_tagged = 0;
+    for (auto [v, r] : fires)
+      if (const int t = G[r / S.ctx][r % S.ctx]; t >= 0) {
+        mass[coarse.at(t)] += v;
+        ++n_tagged;
+      }
+    double total = 0, top = 0;
+    for (auto& [k, m] : mass) total += m, top = std::max(top, m);
+    if (n_tagged >= 2) EXPECT_NEAR(L.firing_purity, top / total, 1e-9) << "latent " << j;
+    else EXPECT_EQ(L.firing_purity, -1);
     int64_t best = 0;
     for (auto& [k, v] : counts) best = std::max(best, v);
     if (tagged >= 2) {
@@ -134,6 +149,9 @@ TEST(Features, CollectorMatchesBruteForce) {
   }
   EXPECT_EQ(st.scored(), scored);
   EXPECT_GT(scored, 0);
+  int64_t multi = 0;
+  for (const auto& L : st.latents) multi += L.purity >= 0.8 && L.distinct_tokens >= 5;
+  EXPECT_EQ(st.pure_multi_token(), multi);
 }
 
 TEST(Features, ReservoirIsAUniformSampleOfFirings) {

@@ -38,6 +38,8 @@ struct FeatureOptions {
   int64_t before = 12, after = 4;  // window: tokens shown before and after the activating token
   int64_t tag_top = 50;         // top activations whose tags make the tag distribution and purity
   int64_t min_tagged = 10;      // fewer tagged top activations than this: no purity (not scored)
+  int64_t min_distinct = 5;     // a pure latent whose top activations span this many distinct tokens is
+                                // pure beyond token identity (a part of speech, not one word)
   double purity_threshold = 0.8;
   bool skip_bos = true;         // position 0 (BOS) is not scanned: its activations are outliers
   int64_t max_tokens = 0;       // stop after this many tokens (0: all)
@@ -69,6 +71,11 @@ struct LatentStats {
   std::vector<std::pair<std::string, int64_t>> tags;  // coarse tag counts among the top activations, descending
   int64_t tagged = 0;              // top activations that carry a tag
   double purity = -1;              // share of the commonest tag among them; -1: not scored (< min_tagged)
+  int64_t distinct_tokens = 0;     // distinct token ids among the top activations (tag_top of them)
+  // Over every firing, not only the top: the activation-weighted share of the commonest tag among
+  // tagged firings (-1: fewer than min_tagged tagged firings), and that tag.
+  double firing_purity = -1;
+  std::string firing_tag;
   std::vector<std::pair<int32_t, float>> promoted, suppressed;  // logit effects (logit_effects), 10 each
 };
 
@@ -76,17 +83,25 @@ struct FeatureStats {
   std::string hook, sae_path, source;
   int64_t tokens = 0, d_sae = 0, ctx = 0;
   int64_t tag_top = 0;             // FeatureOptions::tag_top
+  int64_t min_distinct = 5;        // FeatureOptions::min_distinct
   std::vector<double> hist_edges;  // log10 activation bin edges
   std::vector<LatentStats> latents;
   std::string logit_path;          // how promoted/suppressed were computed ("" if not)
   double purity_threshold = 0.8;
-  // Summary over latents: live (fired at least once), scored (purity computed), pure (purity >= threshold).
+  // Summary over latents: live (fired at least once), scored (purity computed), pure (purity >=
+  // threshold), pure_multi_token (pure, and its top activations span >= min_distinct distinct tokens:
+  // a part of speech rather than one word, which any direction aligned with a frequent token gets).
   int64_t live() const;
   int64_t scored() const;
   int64_t pure() const;
+  int64_t pure_multi_token() const;
+  int64_t pure_firings() const;    // firing_purity >= threshold
+  double pure_firings_fraction() const;  // pure_firings / live
   double pure_fraction() const;    // pure / live (a live latent too rare to score counts as not pure)
+  double pure_multi_token_fraction() const;  // pure_multi_token / live
   std::string summary_json() const;
-  // Top `n` latents by purity (ties: more firings first) with their tag and top tokens, one per line.
+  // Top `n` latents by purity (ties: more distinct top tokens, then more firings, first) with their
+  // tag and top tokens, one per line.
   std::string terminal_summary(const Tokenizer* tokenizer, int n = 10) const;
 };
 

@@ -33,7 +33,8 @@ class Xxh64 {
   uint64_t seed_;
 };
 
-// One "\rwhat: done/total  rate/s  ETA" line on stderr, at most twice a second (nothing when off).
+// One "\rwhat: done/total  rate/s  ETA" line on stderr, at most twice a second, on a terminal; a
+// whole line per tenth of the way otherwise (logs, CI). Nothing when off.
 class Progress {
  public:
   Progress(int64_t total, std::string what, bool on);
@@ -45,6 +46,7 @@ class Progress {
   std::string what_;
   bool on_, printed_ = false;
   double start_, last_ = -1;
+  int64_t shown_tenth_ = -1;
 };
 
 uint64_t xxh64_file(const std::string& path);  // throws interp::Error

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <unistd.h>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -153,11 +154,17 @@ void Progress::update(int64_t done) {
   if (!on_) return;
   double now = std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
   if (done < total_ && (now - last_ < 0.5 || now - start_ < 0.5)) return;  // no rate from a first instant
+  // Not a terminal (a log, CI): a whole line per tenth of the way, not a `\r` every half second.
+  const bool tty = isatty(fileno(stderr));
+  const int64_t tenth = total_ > 0 ? done * 10 / total_ : 10;
+  if (!tty && done < total_ && tenth <= shown_tenth_) return;
+  shown_tenth_ = tenth;
   last_ = now;
   double rate = done / std::max(now - start_, 1e-9);
-  std::fprintf(stderr, "\r%s: %lld/%lld  %.1f/s  ETA %.0fs   ", what_.c_str(), static_cast<long long>(done),
-               static_cast<long long>(total_), rate, (total_ - done) / std::max(rate, 1e-9));
-  printed_ = true;
+  std::fprintf(stderr, "%s%s: %lld/%lld  %.1f/s  ETA %.0fs%s", tty ? "\r" : "", what_.c_str(),
+               static_cast<long long>(done), static_cast<long long>(total_), rate,
+               (total_ - done) / std::max(rate, 1e-9), tty ? "   " : "\n");
+  printed_ = tty;
 }
 
 void Progress::finish() {

@@ -30,6 +30,7 @@ struct TagEntry {
   float value;
   int64_t row;
   int16_t tag;
+  int32_t token;
 };
 bool tag_less(const TagEntry& a, const TagEntry& b) { return a.value > b.value || (a.value == b.value && a.row < b.row); }
 
@@ -41,6 +42,8 @@ struct Latent {
   std::vector<TagEntry> tag_top;   // min-heap by tag_less
   std::vector<FeatureWindow> reservoir;
   std::vector<int64_t> hist;
+  std::vector<double> tag_mass;  // activation summed per coarse tag, over every firing
+  int64_t tagged_firings = 0;
   uint64_t rng = 0;
 };
 
@@ -82,6 +85,7 @@ FeatureCollector::FeatureCollector(int64_t d_sae, int64_t ctx, std::vector<std::
     : s_(std::make_unique<State>()) {
   if (d_sae <= 0 || ctx <= 0) throw Error(fmt::format("features: d_sae {} and ctx {} must be positive", d_sae, ctx));
   if (o.top_k <= 0 || o.samples < 0 || o.before < 0 || o.after < 0 || o.tag_top <= 0 || o.min_tagged <= 0 ||
+      o.min_distinct <= 0 ||
       o.batch_contexts <= 0)
     throw Error("features: top_k, tag_top, min_tagged and batch_contexts must be positive; samples and the window >= 0");
   s_->o = o;
@@ -101,6 +105,7 @@ FeatureCollector::FeatureCollector(int64_t d_sae, int64_t ctx, std::vector<std::
   for (int64_t j = 0; j < d_sae; ++j) {
     auto& L = s_->latents[static_cast<size_t>(j)];
     L.hist.assign(kHistBins, 0);
+    L.tag_mass.assign(s_->coarse_names.size(), 0.0);
     L.rng = o.seed * 0x100000001B3ull + static_cast<uint64_t>(j);
   }
 }
@@ -161,6 +166,10 @@ void FeatureCollector::add(const at::Tensor& h_in, const at::Tensor& tokens_in, 
         L.max = std::max(L.max, v);
         int bin = static_cast<int>(std::floor((std::log10(static_cast<double>(v)) - kHistLo) / bin_w));
         L.hist[static_cast<size_t>(std::clamp(bin, 0, kHistBins - 1))]++;
+        if (const int16_t t = tag_of(r); t >= 0) {
+          L.tag_mass[static_cast<size_t>(t)] += v;
+          ++L.tagged_firings;
+        }
         if (static_cast<int64_t>(L.top.size()) < o.top_k) {
           L.top.push_back(window(r, j, v));
           std::push_heap(L.top.begin(), L.top.end(), heap_less);
@@ -170,11 +179,11 @@ void FeatureCollector::add(const at::Tensor& h_in, const at::Tensor& tokens_in, 
           std::push_heap(L.top.begin(), L.top.end(), heap_less);
         }
         if (static_cast<int64_t>(L.tag_top.size()) < o.tag_top) {
-          L.tag_top.push_back({v, base_row + r, tag_of(r)});
+          L.tag_top.push_back({v, base_row + r, tag_of(r), T[r]});
           std::push_heap(L.tag_top.begin(), L.tag_top.end(), tag_less);
         } else if (v > L.tag_top.front().value) {
           std::pop_heap(L.tag_top.begin(), L.tag_top.end(), tag_less);
-          L.tag_top.back() = {v, base_row + r, tag_of(r)};
+          L.tag_top.back() = {v, base_row + r, tag_of(r), T[r]};
           std::push_heap(L.tag_top.begin(), L.tag_top.end(), tag_less);
         }
         if (o.samples > 0) {  // reservoir sampling (Algorithm R) over this latent's firings
@@ -200,6 +209,7 @@ FeatureStats FeatureCollector::finish() {
   out.ctx = s.ctx;
   out.purity_threshold = s.o.purity_threshold;
   out.tag_top = s.o.tag_top;
+  out.min_distinct = s.o.min_distinct;
   for (int b = 0; b <= kHistBins; ++b) out.hist_edges.push_back(kHistLo + (kHistHi - kHistLo) * b / kHistBins);
   out.latents.resize(static_cast<size_t>(s.d_sae));
   auto by_value = [](const FeatureWindow& a, const FeatureWindow& b) {
@@ -218,6 +228,10 @@ FeatureStats FeatureCollector::finish() {
     std::sort(st.top.begin(), st.top.end(), by_value);
     st.samples = std::move(L.reservoir);
     std::sort(st.samples.begin(), st.samples.end(), by_value);
+    std::vector<int32_t> toks;
+    for (const auto& e : L.tag_top) toks.push_back(e.token);
+    std::sort(toks.begin(), toks.end());
+    st.distinct_tokens = std::unique(toks.begin(), toks.end()) - toks.begin();
     std::vector<int64_t> counts(s.coarse_names.size(), 0);
     for (const auto& e : L.tag_top)
       if (e.tag >= 0) {
@@ -229,6 +243,15 @@ FeatureStats FeatureCollector::finish() {
     std::stable_sort(st.tags.begin(), st.tags.end(), [](const auto& a, const auto& b) { return a.second > b.second; });
     if (st.tagged >= s.o.min_tagged && !st.tags.empty())
       st.purity = static_cast<double>(st.tags.front().second) / static_cast<double>(st.tagged);
+    if (L.tagged_firings >= s.o.min_tagged) {
+      auto best = std::max_element(L.tag_mass.begin(), L.tag_mass.end());
+      double total = 0;
+      for (double m : L.tag_mass) total += m;
+      if (total > 0) {
+        st.firing_purity = *best / total;
+        st.firing_tag = s.coarse_names[static_cast<size_t>(best - L.tag_mass.begin())];
+      }
+    }
     L = Latent{};
   }
   return out;
@@ -243,6 +266,23 @@ int64_t FeatureStats::scored() const {
 int64_t FeatureStats::pure() const {
   return std::count_if(latents.begin(), latents.end(),
                        [&](const LatentStats& l) { return l.purity >= 0 && l.purity >= purity_threshold; });
+}
+int64_t FeatureStats::pure_multi_token() const {
+  return std::count_if(latents.begin(), latents.end(), [&](const LatentStats& l) {
+    return l.purity >= 0 && l.purity >= purity_threshold && l.distinct_tokens >= min_distinct;
+  });
+}
+double FeatureStats::pure_multi_token_fraction() const {
+  const int64_t n = live();
+  return n ? static_cast<double>(pure_multi_token()) / static_cast<double>(n) : 0.0;
+}
+int64_t FeatureStats::pure_firings() const {
+  return std::count_if(latents.begin(), latents.end(),
+                       [&](const LatentStats& l) { return l.firing_purity >= 0 && l.firing_purity >= purity_threshold; });
+}
+double FeatureStats::pure_firings_fraction() const {
+  const int64_t n = live();
+  return n ? static_cast<double>(pure_firings()) / static_cast<double>(n) : 0.0;
 }
 double FeatureStats::pure_fraction() const {
   const int64_t n = live();

@@ -58,7 +58,9 @@ std::vector<const LatentStats*> by_purity(const FeatureStats& s) {
   for (const auto& l : s.latents)
     if (l.purity >= 0) v.push_back(&l);
   std::stable_sort(v.begin(), v.end(), [](const LatentStats* a, const LatentStats* b) {
-    return a->purity > b->purity || (a->purity == b->purity && a->firings > b->firings);
+    if (a->purity != b->purity) return a->purity > b->purity;
+    if (a->distinct_tokens != b->distinct_tokens) return a->distinct_tokens > b->distinct_tokens;
+    return a->firings > b->firings;
   });
   return v;
 }
@@ -73,6 +75,9 @@ json counts_json(const FeatureStats& s) {
   return {{"tokens", s.tokens},           {"d_sae", s.d_sae},   {"live", s.live()},
           {"dead", s.d_sae - s.live()},   {"scored", s.scored()}, {"pure", s.pure()},
           {"pure_fraction_of_live", r4(s.pure_fraction())},
+          {"pure_multi_token", s.pure_multi_token()}, {"pure_multi_token_fraction_of_live", r4(s.pure_multi_token_fraction())},
+          {"min_distinct_tokens", s.min_distinct},
+          {"pure_firings", s.pure_firings()}, {"pure_firings_fraction_of_live", r4(s.pure_firings_fraction())},
           {"pure_fraction_of_scored", s.scored() ? r4(static_cast<double>(s.pure()) / static_cast<double>(s.scored())) : 0.0},
           {"purity_threshold", s.purity_threshold}};
 }
@@ -102,10 +107,12 @@ const char* kIndexHtml = R"HTML(<!doctype html>
 <script src="data/vocab.js"></script><script src="data/index.js"></script></head>
 <body><h1 id="title">interp features</h1><div id="meta"></div>
 <p class="muted">Click a column to sort. Purity: the share of the commonest part-of-speech tag among a
-latent's top activations (Brown tags, modifiers such as -tl dropped); blank when too few are tagged.</p>
+latent's top activations (Brown tags, modifiers such as -tl dropped); blank when too few are tagged.
+Distinct: how many different tokens those top activations are. Purity (all firings): the same over
+every firing, weighted by activation.</p>
 <table id="latents"><thead><tr>
 <th data-k="0" class="num">latent</th><th data-k="1" class="num">density</th><th data-k="2" class="num">max act</th>
-<th data-k="3" class="num">purity</th><th data-k="4">top tag</th><th>top tokens</th><th>promotes</th></tr></thead>
+<th data-k="3" class="num">purity</th><th data-k="4">top tag</th><th data-k="7" class="num">distinct</th><th data-k="8" class="num">purity (all firings)</th><th>top tokens</th><th>promotes</th></tr></thead>
 <tbody></tbody></table>
 <script>
 "use strict";
@@ -116,8 +123,12 @@ const m = D.meta, c = m.counts;
 let html = "<p>SAE <code>" + m.sae + "</code> on <code>" + m.hook + "</code>, " + c.tokens.toLocaleString() +
   " tokens of <code>" + m.source + "</code>. " + c.live + " of " + c.d_sae + " latents fired (" + c.dead +
   " dead). Latents with purity &ge; " + c.purity_threshold + ": <b>" + (100 * c.pure_fraction_of_live).toFixed(1) +
-  "%</b> of live latents (" + c.pure + ")";
-if (m.baseline) html += "; random directions with the same k: <b>" + (100 * m.baseline.pure_fraction_of_live).toFixed(1) + "%</b>";
+  "%</b> of live latents (" + c.pure + "); over &ge; " + c.min_distinct_tokens + " distinct tokens (a part of speech, not one word): <b>" +
+  (100 * c.pure_multi_token_fraction_of_live).toFixed(1) + "%</b> (" + c.pure_multi_token + "); over all firings, activation-weighted: <b>" +
+  (100 * c.pure_firings_fraction_of_live).toFixed(1) + "%</b>";
+if (m.baseline) html += ". Random directions with the same k: <b>" + (100 * m.baseline.pure_fraction_of_live).toFixed(1) +
+  "%</b>, <b>" + (100 * m.baseline.pure_multi_token_fraction_of_live).toFixed(1) + "%</b> and <b>" +
+  (100 * m.baseline.pure_firings_fraction_of_live).toFixed(1) + "%</b>";
 html += ".</p><p class='muted'>Promoted tokens: " + m.logit_path + "</p>";
 document.getElementById("meta").innerHTML = html;
 const body = document.querySelector("#latents tbody");
@@ -127,7 +138,7 @@ function render() {
     const r = (x === null) - (y === null) || (x < y ? -1 : x > y ? 1 : 0) * (desc ? -1 : 1); return r || a[0] - b[0]; });
   body.innerHTML = rows.map(r => "<tr><td class='num'><a href='latent.html#" + r[0] + "'>" + r[0] + "</a></td><td class='num'>" +
     (100 * r[1]).toPrecision(3) + "%</td><td class='num'>" + r[2].toPrecision(4) + "</td><td class='num'>" +
-    (r[3] === null ? "" : r[3].toFixed(2)) + "</td><td>" + (r[4] || "") + "</td><td>" +
+    (r[3] === null ? "" : r[3].toFixed(2)) + "</td><td>" + (r[4] || "") + "</td><td class='num'>" + r[7] + "</td><td class='num'>" + (r[8] === null ? "" : r[8].toFixed(2)) + "</td><td>" +
     r[5].map(tok).join(" ").replace(/</g, "&lt;") + "</td><td>" + r[6].map(tok).join(" ").replace(/</g, "&lt;") +
     "</td></tr>").join("");
   document.querySelectorAll("th").forEach(th => th.classList.toggle("sorted", +th.dataset.k === key));
@@ -167,7 +178,9 @@ function INTERP_LATENT(d) {
   document.getElementById("title").textContent = "Latent " + d.index;
   document.getElementById("stats").innerHTML = "<p>Fired on " + d.firings.toLocaleString() + " of " + M.tokens.toLocaleString() +
     " tokens (density " + (100 * d.density).toPrecision(3) + "%); max activation " + d.max.toPrecision(4) + ", mean " +
-    d.mean.toPrecision(4) + "; purity " + (d.purity === null ? "not scored (too few tagged top activations)" : d.purity.toFixed(2)) + ".</p>";
+    d.mean.toPrecision(4) + "; purity " + (d.purity === null ? "not scored (too few tagged top activations)" : d.purity.toFixed(2)) +
+    " over " + d.distinct + " distinct tokens; over all firings " + (d.firing_purity === null ? "not scored" :
+    d.firing_purity.toFixed(2) + " (" + esc(d.firing_tag) + ")") + ".</p>";
   const hmax = Math.max(1, ...d.hist), W = 520, H = 120, bw = W / d.hist.length;
   let svg = "<svg width='" + W + "' height='" + (H + 20) + "' xmlns='http://www.w3.org/2000/svg'>";
   d.hist.forEach((n, i) => { const h = H * n / hmax;
@@ -215,22 +228,27 @@ std::string FeatureStats::summary_json() const {
   auto v = by_purity(*this);
   for (size_t i = 0; i < v.size() && i < 10; ++i)
     top.push_back({{"latent", v[i]->index}, {"purity", r4(v[i]->purity)}, {"tag", v[i]->tags.front().first},
+                   {"distinct_tokens", v[i]->distinct_tokens},
                    {"density", v[i]->density}, {"top_token_ids", top_tokens(*v[i], 5)}});
   j["top_by_purity"] = top;
   return dump(j);
 }
 
 std::string FeatureStats::terminal_summary(const Tokenizer* tok, int n) const {
-  std::string out = fmt::format("{} of {} latents live; {} scored for purity; {} ({:.1f}% of live) with purity >= {}\n",
-                                live(), d_sae, scored(), pure(), 100 * pure_fraction(), purity_threshold);
+  std::string out = fmt::format(
+      "{} of {} latents live; {} scored for purity; {} ({:.1f}% of live) with purity >= {}, of which {} ({:.1f}% of "
+      "live) over >= {} distinct tokens; over all firings (activation-weighted) {} ({:.1f}% of live)\n",
+      live(), d_sae, scored(), pure(), 100 * pure_fraction(), purity_threshold, pure_multi_token(),
+      100 * pure_multi_token_fraction(), min_distinct, pure_firings(), 100 * pure_firings_fraction());
   auto v = by_purity(*this);
   for (size_t i = 0; i < v.size() && static_cast<int>(i) < n; ++i) {
     const LatentStats& l = *v[i];
     std::string toks;
     for (int32_t t : top_tokens(l, 5)) toks += (toks.empty() ? "" : " ") + (tok ? json(show_piece(*tok, t)).dump(-1, ' ', false, json::error_handler_t::replace) : std::to_string(t));
-    out += fmt::format("  latent {:>5}  purity {:.2f}  {:<6} ({:>2}/{:<2})  density {:>6.3f}%  max {:>7.3f}  top tokens {}\n",
-                       l.index, l.purity, l.tags.front().first, l.tags.front().second, l.tagged, 100 * l.density,
-                       l.max_act, toks);
+    out += fmt::format(
+        "  latent {:>5}  purity {:.2f}  {:<6} ({:>2}/{:<2}, {:>2} distinct tokens)  density {:>6.3f}%  max {:>7.3f}  top {}\n",
+        l.index, l.purity, l.tags.front().first, l.tags.front().second, l.tagged, l.distinct_tokens, 100 * l.density,
+        l.max_act, toks);
   }
   return out;
 }
@@ -280,7 +298,8 @@ void write_feature_site(const FeatureStats& s, const Tokenizer& tok, const std::
       json pro = json::array();
       for (size_t i = 0; i < l.promoted.size() && i < 3; ++i) pro.push_back(l.promoted[i].first);
       rows.push_back({l.index, l.density, r4(l.max_act), l.purity >= 0 ? json(r4(l.purity)) : json(nullptr),
-                      l.tags.empty() ? json(nullptr) : json(l.tags.front().first), top_tokens(l, 5), pro});
+                      l.tags.empty() ? json(nullptr) : json(l.tags.front().first), top_tokens(l, 5), pro,
+                      l.distinct_tokens, l.firing_purity >= 0 ? json(r4(l.firing_purity)) : json(nullptr)});
       json top = json::array(), samples = json::array(), tags = json::array(), promoted = json::array(),
            suppressed = json::array();
       for (const auto& w : l.top) top.push_back(window_json(w));
@@ -292,6 +311,8 @@ void write_feature_site(const FeatureStats& s, const Tokenizer& tok, const std::
                 {"max", r4(l.max_act)}, {"mean", r4(l.mean_act)}, {"hist", l.histogram},
                 {"top", top},         {"samples", samples},     {"tags", tags},
                 {"tagged", l.tagged}, {"purity", l.purity >= 0 ? json(r4(l.purity)) : json(nullptr)},
+                {"distinct", l.distinct_tokens},
+                {"firing_purity", l.firing_purity >= 0 ? json(r4(l.firing_purity)) : json(nullptr)}, {"firing_tag", l.firing_tag},
                 {"promoted", promoted}, {"suppressed", suppressed}};
       write(tmp / "data" / "latents" / fmt::format("{}.js", l.index), "INTERP_LATENT(" + dump(d) + ");\n");
     }

@@ -38,6 +38,7 @@ struct Collectors {
       : main(sae.config().d_sae, ctx, tags, o) {
     if (with_baseline) {
       random.emplace(random_directions_like(sae, o.seed + 1));
+      random->to(sae.W_enc().device());
       baseline.emplace(sae.config().d_sae, ctx, tags, o);
     }
   }
@@ -45,7 +46,7 @@ struct Collectors {
   void add(const SAE& sae, const at::Tensor& acts, const at::Tensor& tokens, const at::Tensor& tags) {
     at::NoGradGuard g;
     main.add(sae.encode(acts.to(sae.W_enc().device(), at::kFloat)), tokens, tags);
-    if (baseline) baseline->add(random->encode(acts.to(at::kCPU, at::kFloat)), tokens, tags);
+    if (baseline) baseline->add(random->encode(acts.to(random->W_enc().device(), at::kFloat)), tokens, tags);
   }
   FeatureRun finish(const std::string& hook, const std::string& source) {
     FeatureRun run;
@@ -131,6 +132,9 @@ FeatureRun collect_features(const SAE& sae, const HookedModel& model, const Pack
 
 void logit_effects(const SAE& sae, const HookedModel& model, FeatureStats& stats, int n) {
   const ModelInfo& info = model.info();
+  if (static_cast<int64_t>(stats.latents.size()) != sae.config().d_sae)
+    throw Error(fmt::format("logit effects: the statistics hold {} latents but the SAE has {}", stats.latents.size(),
+                            sae.config().d_sae));
   if (info.n_layers <= 0 || info.d_model != sae.config().d_in) {
     stats.logit_path = fmt::format("not computed: the SAE reads {} values per token, the residual stream has {}",
                                    sae.config().d_in, info.d_model);
