@@ -37,7 +37,7 @@ rm -rf "$out/store"
 
 step "interp train-sae: TopK, 4096 latents, k 32"
 rm -rf "$out/sae"
-"$interp" train-sae --activations "$out/store" --hook "$hook" --arch topk --d-sae 4096 --k 32 --steps 600 --batch 2048 \
+"$interp" train-sae --activations "$out/store" --hook "$hook" --arch topk --d-sae 4096 --k 32 --steps 400 --batch 2048 \
   --lr 1e-3 --checkpoint-every 0 --out "$out/sae"
 
 step "interp eval-sae: FVU, L0, dead latents, CE loss recovered (contexts the SAE did not train on: --seed 7)"
@@ -45,16 +45,16 @@ step "interp eval-sae: FVU, L0, dead latents, CE loss recovered (contexts the SA
   --tokens 32768 --seed 7 --out "$out/sae-eval.json"
 
 step "interp features: dashboards, POS purity, and random directions as a baseline"
-"$interp" features --sae "$out/sae" --activations "$out/store" --model "$model" --baseline --tokens 250000 --out "$out/features"
+"$interp" features --sae "$out/sae" --activations "$out/store" --model "$model" --baseline --tokens 200000 --out "$out/features"
 
 step "baseline: the same pipeline on the untrained model (same shape and seed)"
 /usr/bin/python3 models/train_brown.py --tokens "$out/brown-4k.tokens.safetensors" --out "$out/brown_lm_init" --init-only
 rm -rf "$out/store-init" "$out/sae-init"
 "$interp" capture --model "$out/brown_lm_init/brown_lm_trace.pt" --data "$out/brown-4k.tokens.safetensors" \
   --tokenizer "$tok" --hooks "$hook" --tokens 500000 --ctx 128 --batch 32 --dtype bf16 --out "$out/store-init"
-"$interp" train-sae --activations "$out/store-init" --hook "$hook" --arch topk --d-sae 4096 --k 32 --steps 600 \
+"$interp" train-sae --activations "$out/store-init" --hook "$hook" --arch topk --d-sae 4096 --k 32 --steps 400 \
   --batch 2048 --lr 1e-3 --checkpoint-every 0 --out "$out/sae-init"
-"$interp" features --sae "$out/sae-init" --activations "$out/store-init" --tokens 250000 --out "$out/features-init"
+"$interp" features --sae "$out/sae-init" --activations "$out/store-init" --tokens 200000 --out "$out/features-init"
 
 step "interp patch: agreement the model gets right (\"..., they\" -> \" were\", \"..., he\" -> \" was\"): residual stream by layer x position, then each head's output"
 "$interp" patch "$model" --pairs examples/patching/brown_agreement.json --tokenizer "$tok" --hook resid_pre \
