@@ -188,6 +188,8 @@ void register_eval_sae(CLI::App& app) {
     o.hook = a->hook;
     o.tokens = a->tokens;
     o.batch = a->batch;
+    o.progress = true;
+    std::fflush(stdout);
     SAEEval e = evaluate_sae(sae, model, contexts, o);
     fmt::print("{}", e.summary());
     if (!a->out.empty()) {

@@ -24,6 +24,7 @@ struct SAEEvalOptions {
   int64_t tokens = 65536;   // rounded up to whole contexts
   int64_t batch = 16;       // contexts per forward
   double dense_threshold = 0.1;  // a latent firing on more than this fraction of tokens is dense
+  bool progress = false;         // a progress line (contexts done, rate, ETA) on stderr
 };
 
 struct SAEEval {

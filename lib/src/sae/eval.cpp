@@ -1,4 +1,5 @@
 #include "interp/sae_eval.h"
+#include "interp/util.h"
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
@@ -41,8 +42,10 @@ SAEEval evaluate_sae(const SAE& sae, const HookedModel& model, const PackedConte
   double sum_err = 0, sum_l0 = 0, ce_clean = 0, ce_sae = 0, ce_zero = 0, kl_sae = 0, kl_zero = 0;
   at::Tensor sum_x = at::zeros({d}, at::kDouble), sum_x2 = at::zeros({}, at::kDouble);
   int64_t rows = 0, batches = 0;
+  Progress progress(n_ctx, "eval-sae contexts", o.progress);
   for (int64_t first = 0; first < n_ctx; first += o.batch) {
     int64_t n = std::min(o.batch, n_ctx - first);
+    progress.update(first);
     at::Tensor tokens = contexts.batch(first, n);
     auto [logits, cache] = model.run_with_cache(tokens, names_filter(std::vector<std::string>{point.name}));
     at::Tensor x = cache[point.name];
@@ -66,6 +69,8 @@ SAEEval evaluate_sae(const SAE& sae, const HookedModel& model, const PackedConte
     kl_zero += mean_kl(logits, l_zero);
     ++batches;
   }
+  progress.update(n_ctx);
+  progress.finish();
   const double R = static_cast<double>(rows), B = static_cast<double>(batches);
   e.tokens = rows;
   e.l0 = sum_l0 / R;
