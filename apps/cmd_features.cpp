@@ -107,7 +107,7 @@ void register_features(CLI::App& app) {
       PackedContexts contexts(tc, po);
       fmt::print("features: {} latents on {} of {} over {}\n", sae.config().d_sae, hook, a->model, a->corpus.data);
       std::fflush(stdout);
-      run = collect_features(sae, *model, contexts, hook, a->tokens, o, a->baseline);
+      run = collect_features(sae, *model, contexts, hook, o, a->baseline);
     }
     if (progress) progress->finish();
     run.stats.sae_path = a->sae;

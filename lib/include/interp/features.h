@@ -133,8 +133,7 @@ FeatureRun collect_features(const SAE& sae, const ActivationStore& store, const 
                             const FeatureOptions& options, bool with_random_baseline = false);
 // Runs a model over packed contexts (tags from the corpus) and streams its hook through the SAE.
 FeatureRun collect_features(const SAE& sae, const HookedModel& model, const PackedContexts& contexts,
-                            const std::string& hook, int64_t n_tokens, const FeatureOptions& options,
-                            bool with_random_baseline = false);
+                            const std::string& hook, const FeatureOptions& options, bool with_random_baseline = false);
 
 // The SAE of random directions used as a baseline (see FeatureRun).
 SAE random_directions_like(const SAE& sae, uint64_t seed);

@@ -70,6 +70,12 @@ void check_width(const SAE& sae, int64_t d_in, const std::string& hook, const st
                             sae.config().hook_name.empty() ? "not recorded in its cfg.json" : sae.config().hook_name));
 }
 
+// Contexts to scan: all `available`, or as many as o.max_tokens needs (BOS positions are not scanned).
+int64_t contexts_to_scan(int64_t available, int64_t ctx, const FeatureOptions& o) {
+  const int64_t per = ctx - (o.skip_bos ? 1 : 0);
+  return o.max_tokens > 0 ? std::min(available, (o.max_tokens + per - 1) / per) : available;
+}
+
 }  // namespace
 
 FeatureRun collect_features(const SAE& sae, const ActivationStore& store, const std::string& hook,
@@ -82,8 +88,7 @@ FeatureRun collect_features(const SAE& sae, const ActivationStore& store, const 
   check_width(sae, d_in, hook, store.dir());
   const int64_t ctx = store.ctx();
   const int64_t first_pos = o.skip_bos ? 1 : 0;
-  int64_t total_ctx = store.n_contexts();
-  if (o.max_tokens > 0) total_ctx = std::min(total_ctx, (o.max_tokens + ctx - first_pos - 1) / (ctx - first_pos));
+  const int64_t total_ctx = contexts_to_scan(store.n_contexts(), ctx, o);
   Collectors c(sae, ctx, store.tag_names(), o, with_baseline);
   int64_t done = 0;
   for (int64_t s = 0; s < static_cast<int64_t>(store.shards().size()) && done < total_ctx; ++s) {
@@ -103,7 +108,7 @@ FeatureRun collect_features(const SAE& sae, const ActivationStore& store, const 
 }
 
 FeatureRun collect_features(const SAE& sae, const HookedModel& model, const PackedContexts& contexts,
-                            const std::string& hook, int64_t n_tokens, const FeatureOptions& o, bool with_baseline) {
+                            const std::string& hook, const FeatureOptions& o, bool with_baseline) {
   const HookPoint& p = model.hook_point(hook);
   if (p.pos_axis != 1 || p.shape.empty() || p.shape[0] != HookPoint::kBatch)
     throw Error(fmt::format("{}: '{}' has shape {}; features need a per-token point [batch, pos, ...]", model.path(), hook,
@@ -113,8 +118,7 @@ FeatureRun collect_features(const SAE& sae, const HookedModel& model, const Pack
   check_width(sae, d_in, hook, model.path());
   const int64_t ctx = contexts.ctx();
   const int64_t first_pos = o.skip_bos ? 1 : 0;
-  int64_t total_ctx = contexts.size();
-  if (n_tokens > 0) total_ctx = std::min(total_ctx, (n_tokens + ctx - first_pos - 1) / (ctx - first_pos));
+  const int64_t total_ctx = contexts_to_scan(contexts.size(), ctx, o);
   Collectors c(sae, ctx, contexts.tag_names(), o, with_baseline);
   RunOptions run;
   if (p.layer >= 0 && p.layer < model.info().n_layers) run.stop_at_layer = p.layer + 1;
