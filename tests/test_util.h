@@ -4,6 +4,10 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
 #include <ostream>
 #include <string>
 
@@ -12,6 +16,23 @@
 namespace interp::test {
 
 inline std::string fixture(const std::string& name) { return std::string(INTERP_FIXTURES) + "/" + name; }
+
+// Runs a shell command; its exit code (-1 if it did not exit normally) and stdout + stderr together.
+struct ShellResult {
+  int code = -1;
+  std::string out;
+};
+inline ShellResult shell(const std::string& cmd) {
+  ShellResult r;
+  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
+  if (!p) return r;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
+  const int status = pclose(p);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
 
 inline double max_abs_diff(const at::Tensor& a, const at::Tensor& b) {
   return (a.to(at::kCPU, at::kDouble) - b.to(at::kCPU, at::kDouble)).abs().max().item<double>();

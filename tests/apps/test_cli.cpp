@@ -28,22 +28,9 @@ using interp::test::fixture;
 
 namespace {
 
-struct Result {
-  int code;
-  std::string out;  // stdout and stderr together
-};
+using Result = interp::test::ShellResult;
 
-Result run(const std::string& args) {
-  std::string cmd = std::string(INTERP_BIN) + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  Result r{-1, ""};
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-  int status = pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
+Result run(const std::string& args) { return interp::test::shell(std::string(INTERP_BIN) + " " + args); }
 
 bool has(const Result& r, const std::string& s) { return r.out.find(s) != std::string::npos; }
 

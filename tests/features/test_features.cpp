@@ -222,17 +222,6 @@ TEST(Features, LogitEffectsMatchTheFinalNormAndUnembedding) {
   EXPECT_EQ(st.logit_path.rfind("exact", 0), 0u) << st.logit_path;
 }
 
-std::string run_capture(const std::string& cmd) {
-  std::string out;
-  FILE* f = popen((cmd + " 2>&1").c_str(), "r");
-  if (!f) return out;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), f)) > 0) out.append(buf.data(), n);
-  pclose(f);
-  return out;
-}
-
 std::string read(const fs::path& p) {
   std::ifstream f(p);
   std::stringstream s;
@@ -309,15 +298,18 @@ TEST(Features, SiteRendersInHeadlessChromium) {
   int shot = 0;
   for (const auto& p : pages) {
     const fs::path dom = dir.parent_path() / "dom.html";
-    std::string log = run_capture(chrome + "--virtual-time-budget=5000 --dump-dom '" + p.url + "' > " + dom.string());
+    // the DOM to a file, chromium's log (console messages included) to us
+    std::string log =
+        interp::test::shell("(" + chrome + "--virtual-time-budget=5000 --dump-dom '" + p.url + "' > " + dom.string() + ")").out;
     std::string html = read(dom);
     EXPECT_NE(html.find(p.must), std::string::npos) << p.url << ": the page's script did not render; log:\n" << log;
+    EXPECT_EQ(html.find(":CONSOLE"), std::string::npos) << "chromium's log went into the DOM file";
     std::istringstream lines(log);
     for (std::string line; std::getline(lines, line);)
       EXPECT_EQ(line.find(":CONSOLE"), std::string::npos) << p.url << ": " << line;
     const fs::path png = dir.parent_path() / ("shot" + std::to_string(shot++) + ".png");
     fs::remove(png);
-    run_capture(chrome + "--window-size=1000,800 --screenshot=" + png.string() + " '" + p.url + "'");
+    interp::test::shell(chrome + "--window-size=1000,800 --screenshot=" + png.string() + " '" + p.url + "'");
     ASSERT_TRUE(fs::exists(png)) << p.url;
     std::printf("%s: screenshot %ju bytes\n", p.url.c_str(), static_cast<uintmax_t>(fs::file_size(png)));
     EXPECT_GT(fs::file_size(png), 20000u) << "a blank page's screenshot is a few KB";
