@@ -19,8 +19,12 @@ void register_hooks(CLI::App& app) {
     HookedModel model = args->load();
     NamesFilter keep = filter->empty() ? NamesFilter() : names_filter(*filter);
     const ModelInfo& i = model.info();
+    auto known = [](int64_t v) { return v > 0 ? std::to_string(v) : std::string("unknown"); };
+    std::string heads = known(i.n_heads);
+    if (i.n_kv_heads > 0 && i.n_kv_heads != i.n_heads) heads += fmt::format(" ({} key/value)", i.n_kv_heads);
     fmt::print("{}: {} layers, d_model {}, {} heads of {}, vocabulary {}, context {}\n", model.path(), i.n_layers,
-               i.d_model, i.n_heads, i.d_head, i.d_vocab, i.n_ctx ? std::to_string(i.n_ctx) : "unknown");
+               known(i.d_model), heads, known(i.d_head), known(i.d_vocab), known(i.n_ctx));
+    fmt::print("names: {}\n", i.name_map_reason);
     size_t w = 4;
     for (const auto& p : model.hook_points()) w = std::max(w, p.name.size());
     fmt::print("{:<{}}  {:<26}  {}\n", "name", w, "shape", "aliases");

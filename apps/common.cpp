@@ -14,23 +14,27 @@ void ModelArgs::add_to(CLI::App& cmd, const std::string& name, const std::string
   cmd.add_option(name, model, help)->required();
   cmd.add_option("--device", device, "cpu, cuda or cuda:N")->capture_default_str();
   cmd.add_option("--name-map", name_map,
-                 "JSON map from module path patterns to TransformerLens module names, for models whose modules "
-                 "are not named as in TransformerLens (e.g. models/name_maps/hf_gpt2.json)");
+                 "module names -> TransformerLens names: a shipped map (gpt2, llama, neox, transformer_lens) or a "
+                 "JSON file (docs/hooks.md); default: detected from the model's module tree");
+  cmd.add_option("--output", output,
+                 "which of forward's outputs are the logits: an index of a tuple or a dict key (default: a tensor; "
+                 "a tuple's first tensor; a dict's 'logits')");
   cmd.add_flag("--edge-points", edge_points,
                "add the opt-in edge points blocks.L.hook_q_input/k_input/v_input, attn.hook_result and hook_mlp_in "
                "(cost compute; needed for edge-level circuits)");
 }
 
 HookedModel load_model(const std::string& path, const std::string& device, const std::string& name_map,
-                       bool edge_points) {
+                       bool edge_points, const std::string& output) {
   LoadOptions o;
   o.device = device;
   o.name_map = name_map;
   o.edge_points = edge_points;
+  o.output = output;
   return HookedModel::load(path, o);
 }
 
-HookedModel ModelArgs::load() const { return load_model(model, device, name_map, edge_points); }
+HookedModel ModelArgs::load() const { return load_model(model, device, name_map, edge_points, output); }
 
 void TaskArgs::add_to(CLI::App& cmd, bool required) {
   auto* o = cmd.add_option("--pairs", pairs, "prompt pairs JSON (docs/patching.md)");

@@ -20,13 +20,14 @@ struct ModelArgs {
   std::string model;
   std::string device = "cpu";
   std::string name_map;
+  std::string output;
   bool edge_points = false;
   void add_to(CLI::App& cmd, const std::string& name = "model", const std::string& help = "TorchScript model file (.pt)");
   HookedModel load() const;
 };
 
 HookedModel load_model(const std::string& path, const std::string& device, const std::string& name_map,
-                       bool edge_points = false);
+                       bool edge_points = false, const std::string& output = "");
 
 // --pairs, --tokenizer, --metric, --position: prompt pairs and what to measure on them.
 struct TaskArgs {

@@ -14,6 +14,11 @@
 //   blocks.{L}.attn.hook_attn_scores|hook_pattern                  [batch, head, query, key]
 //   blocks.{L}.mlp.hook_pre|hook_post                              [batch, pos, d_mlp]
 //   blocks.{L}.ln1.hook_normalized, ln2.hook_normalized, ln_final.hook_normalized
+// and where the family has them (rotary, gated MLPs, norms that compute their scale):
+//   blocks.{L}.attn.hook_rot_q|hook_rot_k                          [batch, pos, head, d_head]
+//   blocks.{L}.mlp.hook_pre_linear                                 [batch, pos, d_mlp]
+//   blocks.{L}.ln1.hook_scale, ln2.hook_scale, ln_final.hook_scale [batch, pos, 1]
+// With grouped-query attention, hook_k / hook_v / hook_rot_k have n_kv_heads heads.
 // For models whose modules are not named as in TransformerLens, a JSON name map (module path
 // pattern -> TransformerLens module name, "{L}" for the layer) makes the same names available:
 //   {"transformer.h.{L}": "blocks.{L}", "transformer.h.{L}.attn": "blocks.{L}.attn", ...}
@@ -70,6 +75,8 @@ enum class PointKind : uint8_t {
   MlpPre, MlpPost,
   // opt-in edge points (LoadOptions::edge_points)
   QInput, KInput, VInput, MlpIn, Result,
+  // where the family has them: rotary q/k, the gated MLP's linear branch, a norm's scale
+  RotQ, RotK, MlpPreLinear, Ln1Scale, Ln2Scale, LnFinalScale,
 };
 // act_name's short name of a kind: "resid_pre", "q", "pattern", "q_input", "result" ("" for Module).
 const char* kind_name(PointKind kind);
@@ -127,7 +134,9 @@ class ActivationCache {
 
 struct LoadOptions {
   std::string device = "cpu";   // "cpu", "cuda", "cuda:1"
-  std::string name_map;         // JSON file: module path pattern -> TransformerLens module name
+  // Module path pattern -> TransformerLens module name: a JSON file, or a shipped map's name
+  // ("gpt2", "llama", "neox", "transformer_lens"). Empty (default): detected from the module tree.
+  std::string name_map;
   // Add the edge points (TransformerLens's use_split_qkv_input + use_attn_result + use_hook_mlp_in):
   //   blocks.{L}.hook_q_input|hook_k_input|hook_v_input  [batch, pos, head, d_model]
   //   blocks.{L}.attn.hook_result                        [batch, pos, head, d_model]
@@ -136,6 +145,10 @@ struct LoadOptions {
   // make logits differ from the plain run in the last bits (the attention output becomes a sum of
   // per-head results); load() checks that difference and refuses a model where it is not tiny.
   bool edge_points = false;
+  // Which of forward's outputs are the logits. "" (default): a tensor is; of a tuple or list, the
+  // first tensor element ((logits, past_key_values), nanoGPT's (logits, loss)); of a dict, "logits".
+  // Otherwise an element index ("1") or a dict key ("lm_logits").
+  std::string output;
 };
 
 struct RunOptions {
@@ -178,10 +191,13 @@ struct ModelInfo {
   int n_layers = 0;       // blocks mapped to blocks.{L}
   int64_t d_model = 0;    // from hook_resid_pre / the residual stream (0 if unknown)
   int64_t d_vocab = 0;    // from the logits
-  int64_t n_ctx = 0;      // rows of pos_embed's first parameter (0 if unknown)
+  int64_t n_ctx = 0;      // rows of pos_embed's first parameter (0 if unknown: rotary models have none)
   int64_t n_heads = 0;    // from hook_q (0 if unknown)
+  int64_t n_kv_heads = 0; // from hook_k: < n_heads with grouped-query attention (0 if unknown)
   int64_t d_head = 0;
   bool edge_points = false;  // loaded with LoadOptions::edge_points
+  std::string name_map;         // the module name map used: a shipped map, a file, or TransformerLens's names
+  std::string name_map_reason;  // why that map (detected from the module tree, or given)
 };
 
 class HookedModel {

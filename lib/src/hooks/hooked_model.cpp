@@ -10,6 +10,8 @@
 #include <filesystem>
 #include <mutex>
 #include <sstream>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <unordered_map>
 #include <unordered_set>
@@ -77,6 +79,8 @@ struct HookedModel::Impl {
     return it->second;
   }
   at::Tensor run(const at::Tensor& tokens, class RunState* rs, const RunOptions& opt) const;
+  std::string output;  // LoadOptions::output
+  at::Tensor logits_of(const c10::IValue& forward_output) const;
 };
 
 // The per-run state the hook op consults: which points have hooks, which are cached, where to stop.
@@ -94,7 +98,11 @@ class RunState final : public detail::HookRuntime {
     if (id < 0 || static_cast<size_t>(id) >= hooks_.size()) return x;
     const auto& hooks = hooks_[id];
     if (hooks.empty() && !capture_[id] && id != stop_id) return x;
-    at::Tensor act = x;
+    const detail::PointView& pv = m_.raw[id].view;
+    at::Tensor seen = x;  // what hooks see (the value in TransformerLens's form)
+    if (!pv.perm.empty()) seen = seen.permute(pv.perm);
+    if (pv.reciprocal) seen = seen.reciprocal();
+    at::Tensor act = seen;
     for (const auto& [name, fn] : hooks) {
       try {
         (*fn)(act, name);
@@ -102,31 +110,39 @@ class RunState final : public detail::HookRuntime {
         error = std::current_exception();
         throw;
       }
-      if (!act.defined() || (!reshape && act.sizes() != x.sizes()) || act.scalar_type() != x.scalar_type() ||
-          act.device() != x.device()) {
+      if (!act.defined() || (!reshape && act.sizes() != seen.sizes()) || act.scalar_type() != seen.scalar_type() ||
+          act.device() != seen.device()) {
         error = std::make_exception_ptr(Error(fmt::format(
             "hook on '{}' replaced a {} {} tensor on {} with {}; a hook must keep shape, dtype and device", name,
-            shape_of(x.sizes()), c10::toString(x.scalar_type()), x.device().str(),
+            shape_of(seen.sizes()), c10::toString(seen.scalar_type()), seen.device().str(),
             act.defined() ? fmt::format("a {} {} tensor on {}", shape_of(act.sizes()),
                                         c10::toString(act.scalar_type()), act.device().str())
                           : std::string("an undefined tensor"))));
         throw AbortForward();
       }
     }
-    if (capture_[id] && cache) {
+    if (capture_[id] && cache && (key_by_id || !m_.raw[id].names.empty())) {
       at::Tensor v = grad ? act : act.detach();
       if (m_.raw[id].clone_on_capture) v = v.clone();
-      cache->put(m_.raw[id].names[0].name, v);
+      cache->put(key_by_id ? std::to_string(id) : m_.raw[id].names[0].name, v);
     }
     if (id == stop_id) {
       stopped = act;
       did_stop = true;
       throw AbortForward();
     }
-    return act;
+    if (pv.empty() || act.is_same(seen)) return pv.empty() ? act : x;  // read-only: the graph's own value
+    at::Tensor back = pv.reciprocal ? act.reciprocal() : act;
+    if (!pv.perm.empty()) {
+      std::vector<int64_t> inv(pv.perm.size());
+      for (size_t i = 0; i < pv.perm.size(); ++i) inv[static_cast<size_t>(pv.perm[i])] = static_cast<int64_t>(i);
+      back = back.permute(inv);
+    }
+    return back;
   }
 
   ActivationCache* cache = nullptr;
+  bool key_by_id = false;  // cache under the hook id (the probe: candidates share names)
   bool grad = false;
   bool reshape = false;
   int64_t stop_id = -1;
@@ -156,6 +172,17 @@ std::shared_ptr<torch::jit::Graph> graph_from_point(torch::jit::Graph& full, int
                             "a residual-stream point (blocks.L.hook_resid_pre)", name));
   Value* start = g->addInput("interp_start")->setType(TensorType::get());
   entry->replaceInput(0, start);
+  // Hook points before the start do not fire, even where the rest still reads something computed
+  // there (Gemma's scripted forward reads the embedding's dtype).
+  std::vector<Node*> before;
+  for (Node* n : g->block()->nodes()) {
+    if (n == entry) break;
+    if (n->kind() == detail::hook_symbol()) before.push_back(n);
+  }
+  for (Node* n : before) {
+    n->output()->replaceAllUsesWith(n->input(0));
+    n->destroy();
+  }
   std::unordered_set<Value*> live(g->outputs().begin(), g->outputs().end());
   std::function<void(Block*)> uses_in = [&](Block* b) {
     for (Node* n : b->nodes()) {
@@ -227,6 +254,9 @@ at::Tensor HookedModel::Impl::run(const at::Tensor& tokens_in, RunState* rs, con
     int64_t id = id_of(opt.start_at);
     if (!opt.start_value.defined())
       throw Error(fmt::format("start_at '{}' needs start_value, the point's value", opt.start_at));
+    if (!raw[id].view.empty())
+      throw Error(fmt::format("cannot start a run at '{}': the graph holds it in another layout; start at a "
+                              "residual-stream point (blocks.L.hook_resid_pre)", opt.start_at));
     f = function_from(id);
   }
 
@@ -252,10 +282,54 @@ at::Tensor HookedModel::Impl::run(const at::Tensor& tokens_in, RunState* rs, con
       throw Error(fmt::format("{}: forward failed on tokens {}: {}", path, shape_of(tokens.sizes()), e.what()));
     }
   }
-  c10::IValue out = stack.back();
-  if (out.isTuple() && !out.toTupleRef().elements().empty()) out = out.toTupleRef().elements()[0];
-  if (!out.isTensor()) throw Error(fmt::format("{}: forward returned {}, not logits", path, out.tagKind()));
-  return out.toTensor();
+  return logits_of(stack.back());
+}
+
+at::Tensor HookedModel::Impl::logits_of(const c10::IValue& out) const {
+  auto kind = [](const c10::IValue& v) -> std::string {
+    if (v.isTensor()) return fmt::format("a {} tensor", shape_of(v.toTensor().sizes()));
+    return v.tagKind();
+  };
+  if (out.isTensor()) {
+    if (!output.empty())
+      throw Error(fmt::format("{}: --output {} asked for, but forward returns a single tensor; drop --output", path,
+                              output));
+    return out.toTensor();
+  }
+  if (out.isTuple() || out.isList()) {
+    std::vector<c10::IValue> items;
+    if (out.isTuple()) items = out.toTupleRef().elements().vec();
+    else for (const auto& v : out.toListRef()) items.push_back(v);
+    std::vector<std::string> what;
+    for (size_t i = 0; i < items.size(); ++i) what.push_back(fmt::format("[{}] {}", i, kind(items[i])));
+    if (output.empty()) {
+      for (const auto& v : items)
+        if (v.isTensor()) return v.toTensor();
+      throw Error(fmt::format("{}: forward returns {} elements and none is a tensor ({})", path, items.size(),
+                              fmt::join(what, ", ")));
+    }
+    size_t i = 0;
+    bool number = !output.empty() && output.find_first_not_of("0123456789") == std::string::npos;
+    if (number) i = std::stoul(output);
+    if (!number || i >= items.size() || !items[i].isTensor())
+      throw Error(fmt::format("{}: --output {} is not a tensor element of forward's output; it returns {}; pass "
+                              "the index of the logits",
+                              path, output, fmt::join(what, ", ")));
+    return items[i].toTensor();
+  }
+  if (out.isGenericDict()) {
+    std::vector<std::string> keys;
+    const std::string want = output.empty() ? "logits" : output;
+    for (const auto& e : out.toGenericDict()) {
+      std::string k = e.key().isString() ? e.key().toStringRef() : "?";
+      if (k == want && e.value().isTensor()) return e.value().toTensor();
+      keys.push_back(fmt::format("'{}' ({})", k, kind(e.value())));
+    }
+    throw Error(fmt::format("{}: forward returns a dict without a tensor under '{}' (keys: {}); pass the key of the "
+                            "logits with --output KEY",
+                            path, want, fmt::join(keys, ", ")));
+  }
+  throw Error(fmt::format("{}: forward returned {}, not logits", path, out.tagKind()));
 }
 
 HookedModel::HookedModel(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -308,6 +382,7 @@ std::map<int64_t, std::vector<int64_t>> probe_shapes(HookedModel::Impl& m) {
     RunState rs(m);
     ActivationCache cache;
     rs.cache = &cache;
+    rs.key_by_id = true;
     for (size_t i = 0; i < m.raw.size(); ++i) rs.capture(static_cast<int64_t>(i));
     try {
       at::Tensor logits = m.run(at::zeros({b, p}, at::kLong), &rs, {});
@@ -320,7 +395,7 @@ std::map<int64_t, std::vector<int64_t>> probe_shapes(HookedModel::Impl& m) {
   ActivationCache a_cache = probe(2, pa), b_cache = probe(3, pb);
   std::map<int64_t, std::vector<int64_t>> shapes;
   for (size_t id = 0; id < m.raw.size(); ++id) {
-    const std::string& key = m.raw[id].names[0].name;
+    const std::string key = std::to_string(id);
     if (!a_cache.contains(key) || !b_cache.contains(key)) continue;  // never ran (a dead branch)
     auto a = a_cache[key].sizes(), b = b_cache[key].sizes();
     std::vector<int64_t> s(a.size(), -3);  // -3: varies some other way
@@ -338,6 +413,7 @@ bool has_heads(PointKind k) {
   switch (k) {
     case PointKind::Q: case PointKind::K: case PointKind::V: case PointKind::Z:
     case PointKind::QInput: case PointKind::KInput: case PointKind::VInput: case PointKind::Result:
+    case PointKind::RotQ: case PointKind::RotK:
       return true;
     default:
       return false;
@@ -359,7 +435,7 @@ bool is_tl_name(const detail::PointTag& t) { return t.kind != PointKind::Module;
 // The structure of a point from its primary tag and probed shape.
 void set_structure(HookPoint& p, const detail::PointTag& tag, int n_layers) {
   p.kind = tag.kind;
-  p.layer = tag.kind == PointKind::LnFinal ? n_layers : tag.layer;
+  p.layer = tag.kind == PointKind::LnFinal || tag.kind == PointKind::LnFinalScale ? n_layers : tag.layer;
   if (is_pattern(tag.kind)) {
     p.head_axis = 1, p.pos_axis = 2, p.key_axis = 3;
   } else if (has_heads(tag.kind)) {
@@ -397,6 +473,31 @@ void index_points(HookedModel::Impl& m, const std::vector<int64_t>& order,
   }
 }
 
+// Of the candidates for a module's output (the tensor elements of its tuple), the first shaped
+// [batch, pos, d] keeps the group's names ((hidden, present) or a traced (k, v, hidden)); the others
+// drop them. No such candidate: the first keeps them.
+void choose_candidates(HookedModel::Impl& m, const std::map<int64_t, std::vector<int64_t>>& shapes, int n_groups) {
+  for (int group = 0; group < n_groups; ++group) {
+    int64_t chosen = -1, first = -1;
+    for (size_t id = 0; id < m.raw.size(); ++id) {
+      const auto& names = m.raw[id].names;
+      if (std::none_of(names.begin(), names.end(), [&](const auto& t) { return t.group == group; })) continue;
+      if (first < 0) first = static_cast<int64_t>(id);
+      auto sh = shapes.find(static_cast<int64_t>(id));
+      if (chosen < 0 && sh != shapes.end() && sh->second.size() == 3 && sh->second[0] == HookPoint::kBatch &&
+          sh->second[1] == HookPoint::kPos && sh->second[2] > 0)
+        chosen = static_cast<int64_t>(id);
+    }
+    if (chosen < 0) chosen = first;
+    for (size_t id = 0; id < m.raw.size(); ++id) {
+      if (static_cast<int64_t>(id) == chosen) continue;
+      auto& names = m.raw[id].names;
+      names.erase(std::remove_if(names.begin(), names.end(), [&](const auto& t) { return t.group == group; }),
+                  names.end());
+    }
+  }
+}
+
 // A candidate for an attention point in another layout is not given the TransformerLens name.
 void drop_wrong_layouts(HookedModel::Impl& m, const std::map<int64_t, std::vector<int64_t>>& shapes,
                         std::map<std::string, std::string>& failures) {
@@ -416,9 +517,10 @@ void drop_wrong_layouts(HookedModel::Impl& m, const std::map<int64_t, std::vecto
 }
 
 // The TransformerLens points the mapped modules promise, and why each absent one is absent.
-std::vector<MissingPoint> missing_tl_points(const HookedModel::Impl& m, const std::map<int, bool>& blocks,
+std::vector<MissingPoint> missing_tl_points(const HookedModel::Impl& m, const detail::Rewrite& rw,
                                             const std::map<std::string, std::string>& failures,
                                             const std::string& name_map_source, bool edge_points) {
+  const auto& blocks = rw.blocks;
   std::vector<std::string> expected = {"hook_embed", "hook_pos_embed"};
   for (const auto& [L, has_mlp] : blocks) {
     std::string b = fmt::format("blocks.{}.", L);
@@ -437,6 +539,8 @@ std::vector<MissingPoint> missing_tl_points(const HookedModel::Impl& m, const st
   }
   if (blocks.empty()) expected.push_back("blocks.{L}.*");
   expected.push_back("ln_final.hook_normalized");
+  for (const auto& n : rw.expected)  // family-specific points (rot_q, pre_linear, hook_scale) that were looked for
+    if (std::find(expected.begin(), expected.end(), n) == expected.end()) expected.push_back(n);
   std::vector<MissingPoint> missing;
   for (const auto& n : expected) {
     if (m.name_to_id.count(n)) continue;
@@ -474,15 +578,27 @@ HookedModel HookedModel::load(const std::string& path, const LoadOptions& option
   }
   m->module.eval();
   m->extra_args = default_extra_args(m->module, path);
+  m->output = options.output;
 
-  detail::NameMap names =
-      options.name_map.empty() ? detail::NameMap::transformer_lens() : detail::NameMap::from_json_file(options.name_map);
+  detail::NameMap names = detail::NameMap::transformer_lens();
+  if (options.name_map.empty()) {  // a model with a known family's module names needs no map
+    std::vector<std::string> module_paths;
+    for (const auto& nm : m->module.named_modules())
+      if (!nm.name.empty()) module_paths.push_back(nm.name);
+    std::tie(names, m->info.name_map_reason) = detail::NameMap::detect(module_paths);
+  } else {
+    names = detail::NameMap::from_option(options.name_map);
+    m->info.name_map_reason = "given with --name-map (LoadOptions::name_map)";
+  }
+  m->info.name_map = names.source();
   detail::Rewrite rw;
   try {
     rw = detail::rewrite_forward(m->module, names);
   } catch (const c10::Error& e) {
     throw Error(fmt::format("{}: could not rewrite the forward graph: {}", path, first_line(e.what_without_backtrace())));
   }
+  if (const char* dump = std::getenv("INTERP_DUMP_GRAPH"); dump && *dump)  // debugging a model's patterns
+    std::fprintf(stderr, "%s: rewritten forward graph\n%s\n", path.c_str(), rw.graph->toString().c_str());
   m->raw = std::move(rw.points);
   m->graph = rw.graph;
   m->fn = std::make_unique<torch::jit::GraphFunction>("interp_hooked_forward", rw.graph, nullptr);
@@ -490,13 +606,16 @@ HookedModel HookedModel::load(const std::string& path, const LoadOptions& option
   m->info.n_ctx = context_length(m->module, rw.pos_embed_path);
 
   auto shapes = probe_shapes(*m);
+  choose_candidates(*m, shapes, rw.n_candidate_groups);
   drop_wrong_layouts(*m, shapes, rw.failures);
   if (options.edge_points) {
-    int64_t n_heads = 0;
+    int64_t n_heads = 0, n_kv_heads = 0;
     for (size_t id = 0; id < m->raw.size(); ++id)
-      for (const auto& t : m->raw[id].names)
-        if (t.kind == PointKind::Q && t.layer == 0 && shapes.count(static_cast<int64_t>(id)))
-          n_heads = shapes[static_cast<int64_t>(id)][2];
+      for (const auto& t : m->raw[id].names) {
+        if (t.layer != 0 || !shapes.count(static_cast<int64_t>(id))) continue;
+        if (t.kind == PointKind::Q) n_heads = shapes[static_cast<int64_t>(id)][2];
+        if (t.kind == PointKind::K) n_kv_heads = shapes[static_cast<int64_t>(id)][2];
+      }
     if (n_heads <= 0)
       throw Error(fmt::format("{}: edge points need blocks.0.attn.hook_q to know the number of heads, and it was "
                               "not placed ({}); load without edge points",
@@ -508,7 +627,7 @@ HookedModel HookedModel::load(const std::string& path, const LoadOptions& option
     rw.points = m->raw;
     rw.graph = rw.graph->copy();  // the first graph has run: edit a copy
     try {
-      detail::add_edge_points(rw, m->info.n_layers, n_heads);
+      detail::add_edge_points(rw, m->info.n_layers, n_heads, n_kv_heads > 0 ? n_kv_heads : n_heads);
     } catch (const c10::Error& e) {
       throw Error(fmt::format("{}: could not add the edge points: {}", path, first_line(e.what_without_backtrace())));
     }
@@ -530,7 +649,7 @@ HookedModel HookedModel::load(const std::string& path, const LoadOptions& option
   std::vector<int64_t> order;
   hook_ids_in_order(rw.graph->block(), order);
   index_points(*m, order, shapes);
-  m->missing = missing_tl_points(*m, rw.blocks, rw.failures, names.source(), options.edge_points);
+  m->missing = missing_tl_points(*m, rw, rw.failures, names.source(), options.edge_points);
 
   if (auto it = m->name_to_id.find("blocks.0.hook_resid_pre"); it != m->name_to_id.end() && shapes.count(it->second))
     m->info.d_model = shapes[it->second].back();
@@ -538,6 +657,8 @@ HookedModel HookedModel::load(const std::string& path, const LoadOptions& option
     m->info.n_heads = shapes[it->second][2];
     m->info.d_head = shapes[it->second][3];
   }
+  if (auto it = m->name_to_id.find("blocks.0.attn.hook_k"); it != m->name_to_id.end() && shapes.count(it->second))
+    m->info.n_kv_heads = shapes[it->second][2];
   return HookedModel(m);
 }
 
@@ -625,9 +746,7 @@ at::Tensor HookedModel::forward_unhooked(const at::Tensor& tokens, const RunOpti
   at::Tensor t = (tokens.dim() == 1 ? tokens.unsqueeze(0) : tokens).to(impl_->device, at::kLong);
   std::vector<c10::IValue> args{t};
   for (const auto& a : impl_->extra_args) args.push_back(a);
-  c10::IValue out = impl_->module.forward(args);
-  if (out.isTuple()) out = out.toTupleRef().elements()[0];
-  return out.toTensor();
+  return impl_->logits_of(impl_->module.forward(args));
 }
 
 HookHandle::HookHandle(HookHandle&& other) noexcept : owner_(std::move(other.owner_)), id_(other.id_) {

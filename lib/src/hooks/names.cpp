@@ -98,6 +98,108 @@ NameMap NameMap::from_json_file(const std::string& path) {
   return m;
 }
 
+namespace {
+
+// The shipped name maps: module names of the families people use -> TransformerLens module names.
+// models/name_maps/*.json hold the same maps as files, for editing into a map of one's own.
+struct BuiltinMap {
+  const char* name;
+  const char* families;
+  std::vector<std::pair<const char*, const char*>> entries;
+};
+const std::vector<BuiltinMap>& builtin_maps() {
+  static const std::vector<BuiltinMap> maps = {
+      {"gpt2", "Hugging Face GPT-2 and nanoGPT",
+       {{"transformer.wte", "embed"}, {"transformer.wpe", "pos_embed"}, {"transformer.h.{L}", "blocks.{L}"},
+        {"transformer.h.{L}.ln_1", "blocks.{L}.ln1"}, {"transformer.h.{L}.attn", "blocks.{L}.attn"},
+        {"transformer.h.{L}.ln_2", "blocks.{L}.ln2"}, {"transformer.h.{L}.mlp", "blocks.{L}.mlp"},
+        {"transformer.ln_f", "ln_final"}, {"lm_head", "unembed"}}},
+      {"llama", "Llama, Mistral, Qwen2 and Gemma",
+       {{"model.embed_tokens", "embed"}, {"model.layers.{L}", "blocks.{L}"},
+        {"model.layers.{L}.input_layernorm", "blocks.{L}.ln1"}, {"model.layers.{L}.self_attn", "blocks.{L}.attn"},
+        {"model.layers.{L}.post_attention_layernorm", "blocks.{L}.ln2"}, {"model.layers.{L}.mlp", "blocks.{L}.mlp"},
+        {"model.norm", "ln_final"}, {"lm_head", "unembed"}}},
+      {"neox", "GPT-NeoX and Pythia",
+       {{"gpt_neox.embed_in", "embed"}, {"gpt_neox.layers.{L}", "blocks.{L}"},
+        {"gpt_neox.layers.{L}.input_layernorm", "blocks.{L}.ln1"}, {"gpt_neox.layers.{L}.attention", "blocks.{L}.attn"},
+        {"gpt_neox.layers.{L}.post_attention_layernorm", "blocks.{L}.ln2"}, {"gpt_neox.layers.{L}.mlp", "blocks.{L}.mlp"},
+        {"gpt_neox.final_layer_norm", "ln_final"}, {"embed_out", "unembed"}}},
+  };
+  return maps;
+}
+
+}  // namespace
+
+std::optional<NameMap> NameMap::builtin(const std::string& name) {
+  if (name == "transformer_lens") return transformer_lens();
+  for (const auto& b : builtin_maps()) {
+    if (name != b.name) continue;
+    NameMap m;
+    m.source_ = fmt::format("the shipped '{}' map ({} module names)", b.name, b.families);
+    for (const auto& [pattern, tl] : b.entries) m.add(pattern, tl, "built-in name map");
+    return m;
+  }
+  return std::nullopt;
+}
+
+std::vector<std::string> NameMap::builtin_names() {
+  std::vector<std::string> out{"transformer_lens"};
+  for (const auto& b : builtin_maps()) out.push_back(b.name);
+  return out;
+}
+
+NameMap NameMap::from_option(const std::string& value) {
+  if (auto b = builtin(value)) return *b;
+  if (value.find('/') == std::string::npos && value.find('.') == std::string::npos)
+    throw Error(fmt::format("--name-map '{}' is neither a shipped map ({}) nor a .json file", value,
+                            fmt::join(builtin_names(), ", ")));
+  return from_json_file(value);
+}
+
+size_t NameMap::mapped(const std::vector<std::string>& module_paths, std::string* example) const {
+  size_t n = 0;
+  for (const auto& p : module_paths) {
+    Role r = role_of(p);
+    if (r.kind == Role::None) continue;
+    if (n++ == 0 && example) {
+      for (const auto& k : kKinds)
+        if (k.kind == r.kind) {
+          std::string tl = k.tl;
+          if (auto at = tl.find("{L}"); at != std::string::npos) tl.replace(at, 3, std::to_string(r.layer));
+          *example = fmt::format("{} -> {}", p, tl);
+        }
+    }
+  }
+  return n;
+}
+
+std::pair<NameMap, std::string> NameMap::detect(const std::vector<std::string>& module_paths) {
+  std::vector<std::pair<size_t, std::string>> scores;
+  std::optional<NameMap> best;
+  size_t best_n = 0;
+  std::string best_name, example;
+  for (const auto& name : builtin_names()) {
+    NameMap m = *builtin(name);
+    std::string ex;
+    size_t n = m.mapped(module_paths, &ex);
+    scores.emplace_back(n, name);
+    if (n > best_n) best = m, best_n = n, best_name = name, example = ex;
+  }
+  if (!best || best_n < 2)
+    return {transformer_lens(),
+            fmt::format("no shipped name map matches the module names ({} modules; none maps more than {}), so "
+                        "TransformerLens's names are assumed; pass --name-map for other names",
+                        module_paths.size(), best_n)};
+  std::string runner_up;
+  size_t second = 0;
+  for (const auto& [n, name] : scores)
+    if (name != best_name && n > second) second = n, runner_up = name;
+  std::string why = fmt::format("{} chosen: it maps {} of the model's {} module paths (e.g. {})", best->source_,
+                                best_n, module_paths.size(), example);
+  if (!runner_up.empty()) why += fmt::format("; the next best, '{}', maps {}", runner_up, second);
+  return {*best, why};
+}
+
 Role NameMap::role_of(const std::string& module_path) const {
   std::smatch match;
   for (const auto& e : entries_) {
@@ -173,8 +275,16 @@ constexpr KindInfo kPointKinds[] = {
     {PointKind::VInput, "v_input", "blocks.{}.hook_v_input"},
     {PointKind::MlpIn, "mlp_in", "blocks.{}.hook_mlp_in"},
     {PointKind::Result, "result", "blocks.{}.attn.hook_result"},
+    {PointKind::RotQ, "rot_q", "blocks.{}.attn.hook_rot_q"},
+    {PointKind::RotK, "rot_k", "blocks.{}.attn.hook_rot_k"},
+    {PointKind::MlpPreLinear, "pre_linear", "blocks.{}.mlp.hook_pre_linear"},
+    {PointKind::Ln1Scale, "ln1_scale", "blocks.{}.ln1.hook_scale"},
+    {PointKind::Ln2Scale, "ln2_scale", "blocks.{}.ln2.hook_scale"},
+    {PointKind::LnFinalScale, "ln_final_scale", "ln_final.hook_scale"},
 };
-bool kind_has_layer(PointKind k) { return k != PointKind::Embed && k != PointKind::PosEmbed && k != PointKind::LnFinal; }
+bool kind_has_layer(PointKind k) {
+  return k != PointKind::Embed && k != PointKind::PosEmbed && k != PointKind::LnFinal && k != PointKind::LnFinalScale;
+}
 }  // namespace
 
 const char* kind_name(PointKind kind) {

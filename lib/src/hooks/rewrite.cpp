@@ -6,8 +6,10 @@
 #include <torch/csrc/jit/ir/ir.h>
 #include <torch/csrc/jit/passes/constant_propagation.h>
 #include <torch/csrc/jit/passes/dead_code_elimination.h>
+#include <torch/csrc/jit/passes/lower_tuples.h>
 
 #include <algorithm>
+#include <sstream>
 #include <initializer_list>
 #include <unordered_map>
 #include <unordered_set>
@@ -63,6 +65,7 @@ void inline_functions(std::shared_ptr<Graph>& g) {
     }
   }
   torch::jit::ConstantPropagation(g);
+  torch::jit::LowerSimpleTuples(g);  // a helper's (q, k) tuple unpacked at once: patterns see through it
 }
 
 // Operands of a binary product node: matmul/bmm (a, b), baddbmm (_, a, b), einsum (eq, [a, b]).
@@ -81,7 +84,8 @@ constexpr std::initializer_list<const char*> kProducts = {"aten::matmul", "aten:
 
 class Rewriter {
  public:
-  Rewriter(const NameMap& names, Rewrite& out) : names_(names), out_(out) {}
+  Rewriter(const torch::jit::Module& root, const NameMap& names, Rewrite& out)
+      : root_(root), names_(names), out_(out) {}
 
   void instrument(std::shared_ptr<Graph>& graph, const std::string& prefix) {
     inline_functions(graph);
@@ -97,9 +101,14 @@ class Rewriter {
     }
     std::vector<std::pair<Role, Value*>> calls;
     std::unordered_map<Value*, std::string> paths{{g.inputs()[0], prefix}};
+    const bool outer_folded = folded_;  // nested instrument() calls (submodules) keep their own flag
+    folded_ = false;
     walk(g.block(), paths, prefix, calls);
+    if (folded_) torch::jit::ConstantPropagation(graph);  // branches on folded attributes (repeat_kv's n_rep == 1)
+    folded_ = outer_folded;
     if (role.kind == Role::Attn) attention_points(g, role.layer);
     if (role.kind == Role::Mlp) mlp_points(g, role.layer);
+    if (role.kind == Role::Ln1 || role.kind == Role::Ln2 || role.kind == Role::LnFinal) scale_point(g, prefix, role);
     if (role.kind == Role::Block) resid_mid_point(role.layer, calls);
   }
 
@@ -134,10 +143,11 @@ class Rewriter {
     return v;
   }
 
-  // Puts a hook op on `v` (or names the one already there) and returns the hooked value.
-  Value* add_point(Value* v, PointTag tag) {
+  // Puts a hook op on `v` (or names the one already there) and returns the hooked value. A point
+  // seen through a view gets an op of its own.
+  Value* add_point(Value* v, PointTag tag, PointView view = {}) {
     v = hooked(v);
-    if (v->node()->kind() == hook_symbol()) {
+    if (v->node()->kind() == hook_symbol() && view.empty() && out_.points[point_id(v->node())].view.empty()) {
       out_.points[point_id(v->node())].names.push_back(std::move(tag));
       return v;
     }
@@ -150,7 +160,7 @@ class Rewriter {
     n->output()->setType(v->type());
     v->replaceAllUsesWith(n->output());
     n->replaceInput(0, v);
-    out_.points.push_back({{std::move(tag)}, false});
+    out_.points.push_back({{std::move(tag)}, false, std::move(view)});
     return n->output();
   }
 
@@ -164,11 +174,44 @@ class Rewriter {
         auto p = paths.find(n->input(0));
         auto cls = n->output()->type()->cast<c10::ClassType>();
         if (p != paths.end() && cls && cls->is_module()) paths[n->output()] = join(p->second, n->s(c10::attr::name));
+        else if (p != paths.end()) fold_scalar_attribute(n, p->second);
       } else if (n->kind() == c10::prim::CallMethod) {
         auto p = paths.find(n->input(0));
         if (p != paths.end()) call(n, p->second, prefix, calls);
       }
     }
+  }
+
+  // A module's int / float / bool attribute (n_rep, a scale, a flag) becomes a constant, as
+  // torch.jit.freeze does, so that branches on it fold and node patterns see through them. Modules
+  // that assign attributes in forward (prim::SetAttr) keep them as they are.
+  void fold_scalar_attribute(Node* n, const std::string& path) {
+    const auto k = n->output()->type()->kind();
+    if (k != c10::TypeKind::IntType && k != c10::TypeKind::FloatType && k != c10::TypeKind::BoolType) return;
+    if (has_set_attr(n->owningGraph()->block())) return;
+    torch::jit::Module m = root_;
+    std::stringstream parts(path);
+    for (std::string part; std::getline(parts, part, '.');) {
+      if (!m.hasattr(part)) return;
+      c10::IValue sub = m.attr(part);
+      if (!sub.isObject()) return;
+      m = torch::jit::Module(sub.toObject());
+    }
+    const std::string name = n->s(c10::attr::name);
+    if (!m.hasattr(name)) return;
+    torch::jit::WithInsertPoint guard(n);
+    Value* c = n->owningGraph()->insertConstant(m.attr(name));
+    n->output()->replaceAllUsesWith(c);
+    folded_ = true;
+  }
+
+  static bool has_set_attr(Block* b) {
+    for (Node* n : b->nodes()) {
+      if (n->kind() == c10::prim::SetAttr) return true;
+      for (Block* sub : n->blocks())
+        if (has_set_attr(sub)) return true;
+    }
+    return false;
   }
 
   void call(Node* n, const std::string& path, const std::string& prefix,
@@ -192,7 +235,13 @@ class Rewriter {
     std::vector<Value*> outs = torch::jit::inlineCallTo(n, gf, callee.get());
     if (!submodule) return;
     Role role = names_.role_of(path);
-    if (outs.size() != 1 || !is_tensor(outs[0])) {
+    // A module returning a tuple ((hidden, present), (attn_out, weights); a traced one flattens and may
+    // reorder it): every tensor element is a candidate for the module's point, and after the probe
+    // the first shaped [batch, pos, d] keeps the names (HookedModel::load, choose_candidates).
+    std::vector<Value*> cands;
+    if (outs.size() == 1 && !is_tensor(outs[0])) cands = tuple_tensors(outs[0]);
+    else if (outs.size() == 1) cands = {outs[0]};
+    if (cands.empty()) {
       for (const auto& tl : output_hook_names(role))
         out_.failures[tl.name] =
             !outs.empty() && outs[0]->type()->kind() == c10::TypeKind::NoneType
@@ -204,12 +253,58 @@ class Rewriter {
       return;
     }
     int count = call_count_[path]++;
-    Value* h = add_point(outs[0], {count == 0 ? path : fmt::format("{}#{}", path, count), PointKind::Module, role.layer});
-    if (count > 0) return;  // TransformerLens names go to the first call only
-    for (const auto& tl : output_hook_names(role)) add_point(h, tl);
-    calls.emplace_back(role, h);
+    const int group = cands.size() > 1 ? out_.n_candidate_groups++ : -1;
+    for (Value* c : cands) {
+      PointTag own{count == 0 ? path : fmt::format("{}#{}", path, count), PointKind::Module, role.layer};
+      own.group = group;
+      Value* h = add_point(c, own);
+      if (count > 0) continue;  // TransformerLens names go to the first call only
+      for (auto tl : output_hook_names(role)) {
+        tl.group = group;
+        add_point(h, tl);
+      }
+      calls.emplace_back(role, h);
+    }
+    if (count > 0) return;
     if (role.kind == Role::Mlp) out_.blocks[role.layer] = true;
     if (role.kind == Role::PosEmbed) out_.pos_embed_path = path;
+  }
+
+  // The tensor elements of a module's tuple output, as values of the graph: the TupleConstruct's
+  // inputs when the callee builds the tuple (scripted and traced modules both do), else the outputs
+  // of a new TupleUnpack put back into a rebuilt tuple (so that hooks on them reach the users).
+  static std::vector<Value*> tuple_tensors(Value* out) {
+    auto tt = out->type()->cast<c10::TupleType>();
+    if (!tt) return {};
+    std::vector<Value*> elems;
+    Node* n = out->node();
+    if (n->kind() == c10::prim::TupleConstruct) {
+      // Unpacks and constant indexes of the tuple read the construct's inputs directly, so that the
+      // caller's graph uses the hooked values (and node patterns see through the tuple).
+      for (const auto& use : std::vector<torch::jit::Use>(out->uses())) {
+        Node* u = use.user;
+        if (u->kind() == c10::prim::TupleUnpack) {
+          for (size_t i = 0; i < u->outputs().size(); ++i) u->output(i)->replaceAllUsesWith(n->input(i));
+        } else if (u->kind() == c10::prim::TupleIndex) {
+          if (auto i = torch::jit::toIValue(u->input(1)); i && i->isInt() && i->toInt() >= 0 &&
+                                                            static_cast<size_t>(i->toInt()) < n->inputs().size())
+            u->output()->replaceAllUsesWith(n->input(static_cast<size_t>(i->toInt())));
+        }
+      }
+      elems.assign(n->inputs().begin(), n->inputs().end());
+    } else {
+      Graph* g = out->owningGraph();
+      torch::jit::WithInsertPoint guard(n->next());
+      Node* unpack = g->insertNode(g->createTupleUnpack(out));
+      elems.assign(unpack->outputs().begin(), unpack->outputs().end());
+      Node* rebuilt = g->insertNode(g->createTuple(elems));
+      out->replaceAllUsesWith(rebuilt->output());
+      unpack->replaceInput(0, out);
+    }
+    std::vector<Value*> tensors;
+    for (Value* e : elems)
+      if (is_tensor(e)) tensors.push_back(e);
+    return tensors;
   }
 
   // Walks back from `v` through ops in `through` to a node in `targets`.
@@ -243,11 +338,15 @@ class Rewriter {
   }
 
   // Back through layout-only ops (and a scalar scale) to the tensor in [batch, pos, head, d_head].
-  static Value* back_through_layout(Value* v) {
+  // With `perm`, also the permutation P of the walk: start = result.permute(P) (P: 4-D, composed).
+  static Value* back_through_layout(Value* v, std::vector<int64_t>* perm = nullptr) {
+    if (perm) *perm = {0, 1, 2, 3};
     for (;;) {
       Node* n = v->node();
-      if (kind_in(n, {"aten::transpose", "aten::permute", "aten::contiguous", "aten::clone", "aten::to"}) ||
-          n->kind() == hook_symbol()) {
+      if (kind_in(n, {"aten::transpose", "aten::permute"})) {
+        if (perm && !compose_layout(n, *perm)) perm->clear(), perm = nullptr;
+        v = n->input(0);
+      } else if (kind_in(n, {"aten::contiguous", "aten::clone", "aten::to"}) || n->kind() == hook_symbol()) {
         v = n->input(0);
       } else if (kind_in(n, {"aten::mul", "aten::div"})) {
         bool a_const = n->input(0)->node()->kind() == c10::prim::Constant || !is_tensor(n->input(0));
@@ -259,6 +358,144 @@ class Rewriter {
         return v;
       }
     }
+  }
+
+  // out = in.permute(r) for a transpose/permute node n with constant dims on a 4-D tensor; the
+  // walk's P (start = out.permute(P)) becomes P[i] <- r[P[i]]. False if the dims are not constant.
+  static bool compose_layout(Node* n, std::vector<int64_t>& P) {
+    std::vector<int64_t> r = {0, 1, 2, 3};
+    auto dim = [](int64_t d) { return d < 0 ? d + 4 : d; };
+    if (kind_in(n, {"aten::transpose"})) {
+      auto a = torch::jit::toIValue(n->input(1)), b = torch::jit::toIValue(n->input(2));
+      if (!a || !b || !a->isInt() || !b->isInt()) return false;
+      int64_t x = dim(a->toInt()), y = dim(b->toInt());
+      if (x < 0 || x > 3 || y < 0 || y > 3) return false;
+      std::swap(r[x], r[y]);
+    } else {
+      auto d = torch::jit::toIValue(n->input(1));
+      if (!d || !d->isIntList() || d->toIntVector().size() != 4) return false;
+      auto dims = d->toIntVector();
+      for (size_t i = 0; i < 4; ++i) r[i] = dim(dims[i]);
+    }
+    for (auto& p : P) p = r[static_cast<size_t>(p)];
+    return true;
+  }
+
+  static std::vector<int64_t> inverse(const std::vector<int64_t>& P) {
+    std::vector<int64_t> inv(P.size());
+    for (size_t i = 0; i < P.size(); ++i) inv[static_cast<size_t>(P[i])] = static_cast<int64_t>(i);
+    return inv;
+  }
+
+  // Back from grouped-query attention's repeated keys/values to the n_kv_heads tensor: Hugging
+  // Face's repeat_kv (x[:, :, None].expand(...).reshape(...)) or repeat_interleave.
+  static Value* back_through_repeat(Value* v) {
+    Node* n = v->node();
+    if (kind_in(n, {"aten::repeat_interleave"})) return n->input(0);
+    if (!kind_in(n, {"aten::reshape", "aten::view"}) || !kind_in(n->input(0)->node(), {"aten::expand"})) return v;
+    Value* x = n->input(0)->node()->input(0);
+    bool unsqueezed = false;
+    while (kind_in(x->node(), {"aten::slice", "aten::unsqueeze"})) {
+      unsqueezed = unsqueezed || kind_in(x->node(), {"aten::unsqueeze"});
+      x = x->node()->input(0);
+    }
+    return unsqueezed ? x : v;
+  }
+
+  // ---- rotary: a value computed from one tensor along reconverging paths ---------------------------
+  using ValueSet = std::unordered_set<const Value*>;
+
+  static bool carries_tensors(const Value* v) {
+    const auto& t = v->type();
+    if (t->kind() == c10::TypeKind::TensorType) return true;
+    if (auto l = t->cast<c10::ListType>()) return l->getElementType()->kind() == c10::TypeKind::TensorType;
+    if (auto tu = t->cast<c10::TupleType>())
+      for (const auto& e : tu->elements())
+        if (e->kind() == c10::TypeKind::TensorType) return true;
+    return false;
+  }
+
+  // Values of the module's graph that depend on its input through tensors (sizes and dtypes read
+  // from it do not count: every view of q would otherwise depend on it twice).
+  static ValueSet input_dependent(Graph& g) {
+    ValueSet dep;
+    if (g.inputs().size() >= 2) dep.insert(g.inputs()[1]);
+    for (Node* n : g.block()->nodes()) {
+      bool d = std::any_of(n->inputs().begin(), n->inputs().end(), [&](Value* v) { return dep.count(v) > 0; });
+      if (!d) continue;
+      for (Value* o : n->outputs())
+        if (carries_tensors(o)) dep.insert(o);
+    }
+    return dep;
+  }
+
+  // The tensors that every input-dependent path into `target` passes through, nearest first, with
+  // whether those paths reconverge between it and the target (some node on the way takes two of
+  // them: q*cos + rotate_half(q)*sin, a partial rotary's cat).
+  static std::vector<std::pair<Value*, bool>> dominators(Value* target, const ValueSet& dep) {
+    ValueSet anc;
+    std::vector<Value*> order, stack{target};
+    while (!stack.empty()) {
+      Value* v = stack.back();
+      stack.pop_back();
+      for (Value* in : v->node()->inputs())
+        if (dep.count(in) && anc.insert(in).second) {
+          stack.push_back(in);
+          order.push_back(in);
+        }
+    }
+    auto is_param = [](const Value* v) { return v->node()->kind() == c10::prim::Param; };
+    std::stable_sort(order.begin(), order.end(), [&](Value* a, Value* b) {  // latest first, graph inputs last
+      if (is_param(a) != is_param(b)) return is_param(b);
+      return !is_param(a) && b->node()->isBefore(a->node());
+    });
+    auto on_path = [&](const Value* o) { return o == target || anc.count(o) > 0; };
+    auto reaches = [&](Value* from, const Value* avoid) {  // target reachable from `from` within anc
+      ValueSet seen{from};
+      std::vector<Value*> st{from};
+      while (!st.empty()) {
+        Value* v = st.back();
+        st.pop_back();
+        for (const auto& u : v->uses())
+          for (Value* o : u.user->outputs()) {
+            if (o == target) return true;
+            if (o != avoid && anc.count(o) && seen.insert(o).second) st.push_back(o);
+          }
+      }
+      return false;
+    };
+    auto reconverges = [&](Value* c) {  // a node below c, on the way to the target, takes two values from c
+      ValueSet below{c};
+      std::vector<Value*> st{c};
+      bool found = false;
+      while (!st.empty()) {
+        Value* v = st.back();
+        st.pop_back();
+        for (const auto& u : v->uses()) {
+          Node* n = u.user;
+          if (std::none_of(n->outputs().begin(), n->outputs().end(), on_path)) continue;
+          int ins = 0;
+          for (Value* i : n->inputs()) ins += below.count(i) ? 1 : 0;
+          if (ins >= 2) found = true;
+          for (Value* o : n->outputs())
+            if (on_path(o) && below.insert(o).second) st.push_back(o);
+        }
+      }
+      return found;
+    };
+    std::vector<Value*> roots;
+    for (Value* v : order)
+      if (std::none_of(v->node()->inputs().begin(), v->node()->inputs().end(), [&](Value* i) { return anc.count(i) > 0; }))
+        roots.push_back(v);
+    std::vector<std::pair<Value*, bool>> out;
+    for (Value* c : order) {
+      if (!is_tensor(c)) continue;
+      bool bypassed = false;
+      for (Value* r : roots)
+        if (r != c && reaches(r, c)) bypassed = true;
+      if (!bypassed) out.emplace_back(c, reconverges(c));
+    }
+    return out;
   }
 
   static Value* forward_through_layout(Value* v) {
@@ -288,24 +525,91 @@ class Rewriter {
     auto [pv, pattern_side] = find_forward(pattern, {"aten::dropout", "aten::to", "aten::type_as",
                                                      "aten::contiguous", "aten::clone"});
     Value *q = nullptr, *k = nullptr, *v = nullptr, *z = nullptr;
+    Rotary rq, rk;
     if (auto ops = qk ? product_operands(qk) : std::vector<Value*>{}; ops.size() == 2) {
-      q = back_through_layout(ops[0]);
-      k = back_through_layout(ops[1]);
+      const ValueSet dep = input_dependent(g);
+      rq = split_rotary(back_through_layout(back_through_repeat(back_through_layout(ops[0]))), dep);
+      rk = split_rotary(back_through_layout(back_through_repeat(back_through_layout(ops[1]))), dep);
+      q = rq.pre;
+      k = rk.pre;
     } else {
       fail({PointKind::Q, PointKind::K}, fmt::format("no matmul/einsum of two operands found before blocks.{}.attn's softmax", L));
     }
     if (auto ops = pv ? product_operands(pv) : std::vector<Value*>{}; ops.size() == 2) {
-      v = back_through_layout(ops[0] == pattern_side ? ops[1] : ops[0]);
+      v = back_through_layout(back_through_repeat(back_through_layout(ops[0] == pattern_side ? ops[1] : ops[0])));
       z = forward_through_layout(pv->output());
     } else {
       fail({PointKind::V, PointKind::Z}, fmt::format("no matmul/einsum of two operands found after blocks.{}.attn's softmax", L));
     }
+    if (rq.rot || rk.rot) {
+      rotary_ = true;
+      for (PointKind kind : {PointKind::RotQ, PointKind::RotK}) out_.expected.push_back(point_name(kind, L));
+      if (!rq.rot || !rk.rot)
+        out_.failures[point_name(rq.rot ? PointKind::RotK : PointKind::RotQ, L)] =
+            fmt::format("blocks.{}.attn rotates only one of q and k", L);
+    }
+    if (rq.rot) add_point(rq.rot, tag(PointKind::RotQ), rq.view);
+    if (rk.rot) add_point(rk.rot, tag(PointKind::RotK), rk.view);
     if (q) add_point(q, tag(PointKind::Q));
     if (k) add_point(k, tag(PointKind::K));
     if (v) add_point(v, tag(PointKind::V));
     add_point(scores, tag(PointKind::AttnScores));
     add_point(pattern, tag(PointKind::Pattern));
     if (z) add_point(z, tag(PointKind::Z));
+  }
+
+  struct Rotary {
+    Value* pre = nullptr;  // hook_q / hook_k: before rotary, TransformerLens's layout
+    Value* rot = nullptr;  // hook_rot_q / hook_rot_k (nullptr: no rotary)
+    PointView view;        // how hooks see `rot` in TransformerLens's layout
+  };
+
+  // `v` (the score product's operand, walked back) is rotated q or k when it is computed from one
+  // tensor D along reconverging paths; then hook_q is D walked back through layout ops, and the
+  // rotated value (in D's layout) is seen through the inverse of that walk.
+  static Rotary split_rotary(Value* v, const ValueSet& dep) {
+    Rotary r;
+    r.pre = v;
+    Value* d = nullptr;
+    for (auto [c, reconverges] : dominators(v, dep)) {
+      if (c->node()->kind() == c10::prim::Param) break;  // up to the module's input: no rotary here
+      if (reconverges) {
+        d = c;
+        break;
+      }
+    }
+    if (!d) return r;
+    std::vector<int64_t> P;
+    r.pre = back_through_layout(d, &P);
+    r.rot = v;
+    if (!P.empty() && P != std::vector<int64_t>{0, 1, 2, 3}) r.view.perm = inverse(P);
+    return r;
+  }
+
+  // TransformerLens's hook_scale: sqrt(mean(x^2) [- mean^2] + eps), [batch, pos, 1]. A norm that
+  // multiplies by rsqrt(...) (Llama, Gemma) is seen through 1/x.
+  void scale_point(Graph& g, const std::string& path, const Role& role) {
+    const PointKind kind = role.kind == Role::Ln1   ? PointKind::Ln1Scale
+                           : role.kind == Role::Ln2 ? PointKind::Ln2Scale
+                                                    : PointKind::LnFinalScale;
+    const int layer = role.kind == Role::LnFinal ? -1 : role.layer;
+    const std::string name = point_name(kind, layer);
+    out_.expected.push_back(name);
+    std::vector<Node*> sqrt, rsqrt, fused;
+    find_nodes(g.block(), {"aten::sqrt"}, sqrt);
+    find_nodes(g.block(), {"aten::rsqrt"}, rsqrt);
+    find_nodes(g.block(), {"aten::layer_norm", "aten::native_layer_norm", "aten::group_norm"}, fused);
+    if (sqrt.size() + rsqrt.size() == 1) {
+      PointView view;
+      view.reciprocal = !rsqrt.empty();
+      add_point(sqrt.empty() ? rsqrt[0]->output() : sqrt[0]->output(), {name, kind, layer}, view);
+    } else if (!fused.empty()) {
+      out_.failures[name] = fmt::format("{} uses the fused {} op (nn.LayerNorm), which keeps the scale inside", path,
+                                        fused[0]->kind().toUnqualString());
+    } else {
+      out_.failures[name] = fmt::format("{} has {} sqrt/rsqrt nodes; the scale needs exactly one", path,
+                                        sqrt.size() + rsqrt.size());
+    }
   }
 
   void mlp_points(Graph& g, int L) {
@@ -319,30 +623,83 @@ class Rewriter {
       out_.failures[point_name(PointKind::MlpPost, L)] = why;
       return;
     }
+    // Gated (SwiGLU, GeGLU): act(gate) * up. hook_pre is the gate's input to the activation,
+    // hook_pre_linear the ungated branch, hook_post the product (as TransformerLens's GatedMLP).
+    Value* a = hooked(act[0]->output());
+    const ValueSet dep = input_dependent(g);
+    for (const auto& use : a->uses()) {
+      if (!kind_in(use.user, {"aten::mul"}) || use.user->inputs().size() != 2) continue;
+      Value* other = use.user->input(1 - use.offset);
+      if (!dep.count(other)) continue;
+      out_.expected.push_back(point_name(PointKind::MlpPreLinear, L));
+      add_point(act[0]->input(0), {point_name(PointKind::MlpPre, L), PointKind::MlpPre, L});
+      add_point(other, {point_name(PointKind::MlpPreLinear, L), PointKind::MlpPreLinear, L});
+      add_point(use.user->output(), {point_name(PointKind::MlpPost, L), PointKind::MlpPost, L});
+      return;
+    }
     add_point(act[0]->input(0), {point_name(PointKind::MlpPre, L), PointKind::MlpPre, L});
     add_point(act[0]->output(), {point_name(PointKind::MlpPost, L), PointKind::MlpPost, L});
   }
 
   void resid_mid_point(int L, const std::vector<std::pair<Role, Value*>>& calls) {
     const std::string name = point_name(PointKind::ResidMid, L);
-    auto attn = std::find_if(calls.begin(), calls.end(), [](auto& c) { return c.first.kind == Role::Attn; });
-    bool has_mlp = std::any_of(calls.begin(), calls.end(), [](auto& c) { return c.first.kind == Role::Mlp; });
-    if (!has_mlp) return;  // attention-only block: TransformerLens has no resid_mid either
-    if (attn == calls.end()) {
+    std::vector<Value*> attn, mlp;  // the modules' outputs (several: candidates of a tuple output)
+    for (const auto& [role, v] : calls) {
+      if (role.kind == Role::Attn) attn.push_back(v);
+      if (role.kind == Role::Mlp) mlp.push_back(v);
+    }
+    if (mlp.empty()) return;  // attention-only block: TransformerLens has no resid_mid either
+    if (attn.empty()) {
       out_.failures[name] = fmt::format("blocks.{} calls no module mapped to blocks.{}.attn", L, L);
       return;
     }
-    for (const auto& use : attn->second->uses()) {
-      if (kind_in(use.user, {"aten::add"})) {
-        add_point(use.user->output(), {name, PointKind::ResidMid, L});
-        return;
-      }
+    bool serial = false;
+    for (Value* m : mlp)
+      for (Value* a : attn) serial = serial || depends_on(m, a);
+    if (!serial) {
+      out_.failures[name] = fmt::format(
+          "blocks.{} runs attention and MLP in parallel (x + attn(ln1(x)) + mlp(ln2(x))): no value is "
+          "resid_pre + attn_out, as in TransformerLens's parallel_attn_mlp models", L);
+      return;
     }
+    for (Value* a : attn)
+      for (const auto& use : a->uses()) {
+        if (kind_in(use.user, {"aten::add"})) {
+          add_point(use.user->output(), {name, PointKind::ResidMid, L});
+          return;
+        }
+      }
     out_.failures[name] = fmt::format("blocks.{}.attn's output is not added to the residual stream", L);
   }
 
+  static bool depends_on(Value* v, const Value* on) {
+    std::unordered_set<const Value*> seen{v};
+    std::vector<Value*> st{v};
+    while (!st.empty()) {
+      Value* x = st.back();
+      st.pop_back();
+      if (x == on) return true;
+      for (Value* in : x->node()->inputs())
+        if (seen.insert(in).second) st.push_back(in);
+    }
+    return false;
+  }
+
+ public:
+  // After the walk: what the whole model tells about single points.
+  void finish() {
+    if (rotary_ && out_.pos_embed_path.empty())
+      out_.failures[point_name(PointKind::PosEmbed)] =
+          "the model has no positional embedding module: positions enter through rotary embeddings of q and k "
+          "(blocks.L.attn.hook_rot_q / hook_rot_k)";
+  }
+
+ private:
+  const torch::jit::Module& root_;
+  bool folded_ = false;
   const NameMap& names_;
   Rewrite& out_;
+  bool rotary_ = false;  // some attention module applies rotary embeddings
   std::unordered_map<std::string, int> call_count_;
 };
 
@@ -354,8 +711,9 @@ Rewrite rewrite_forward(const torch::jit::Module& module, const NameMap& names) 
   torch::jit::GraphFunction* gf = fn ? torch::jit::tryToGraphFunction(*fn) : nullptr;
   if (!gf) throw Error("the module has no TorchScript forward method to rewrite");
   out.graph = gf->graph()->copy();
-  Rewriter rw(names, out);
+  Rewriter rw(module, names, out);
   rw.instrument(out.graph, "");
+  rw.finish();
   torch::jit::EliminateDeadCode(out.graph);
   rw.mark_inplace_uses(*out.graph);
   return out;
@@ -373,7 +731,7 @@ using torch::jit::Value;
 
 class EdgePoints {
  public:
-  EdgePoints(Rewrite& rw, int64_t n_heads) : rw_(rw), g_(*rw.graph), H_(n_heads) {
+  EdgePoints(Rewrite& rw, int64_t n_heads, int64_t n_kv_heads) : rw_(rw), g_(*rw.graph), H_(n_heads), KV_(n_kv_heads) {
     for (Node* n : g_.block()->nodes())
       if (n->kind() == hook_symbol()) hook_node_[torch::jit::toIValue(n->input(1))->toInt()] = n;
   }
@@ -466,6 +824,12 @@ class EdgePoints {
     for (auto [kind, input_kind] : kinds) {
       const std::string name = point_name(input_kind, L);
       Node* target = hook_of(kind, L);
+      if (kind != PointKind::Q && KV_ != H_) {
+        rw_.failures[name] = fmt::format(
+            "grouped-query attention: {} key/value heads serve {} query heads, so a key or value input per head "
+            "is not defined; patch {} (per key/value head) instead", KV_, H_, point_name(kind, L));
+        continue;
+      }
       if (!pre || !target) {
         rw_.failures[name] = fmt::format("needs {} and {}", point_name(PointKind::ResidPre, L), point_name(kind, L));
         continue;
@@ -528,16 +892,37 @@ class EdgePoints {
     if (!rw_.blocks.count(L) || !rw_.blocks.at(L)) return;  // attention-only: no MLP input
     Node* mid = hook_of(PointKind::ResidMid, L);
     Node* out = hook_of(PointKind::MlpOut, L);
+    if (!mid && out) {
+      if (auto f = rw_.failures.find(point_name(PointKind::ResidMid, L));
+          f != rw_.failures.end() && f->second.find("parallel") != std::string::npos) {
+        parallel_mlp_in(L, out);
+        return;
+      }
+    }
     if (!mid || !out) {
       rw_.failures[name] = fmt::format("needs {} and {}", point_name(PointKind::ResidMid, L), point_name(PointKind::MlpOut, L));
       return;
     }
     Value* m = mid->output();
+    // resid_mid as the skip connection reads it: m itself, or m through value-preserving ops (a traced
+    // norm's x.float() on a float x is recorded as the value the residual add reads)
+    std::unordered_set<Value*> same{m};
+    for (std::vector<Value*> st{m}; !st.empty();) {
+      Value* v = st.back();
+      st.pop_back();
+      for (const auto& u : v->uses())
+        if ((u.user->kind() == hook_symbol() || (kind_in(u.user, {"aten::to", "aten::contiguous"}) && u.offset == 0)) &&
+            u.user->owningBlock() == g_.block() && same.insert(u.user->output()).second)
+          st.push_back(u.user->output());
+    }
     Node* skip = nullptr;
-    for (const auto& u : m->uses())
-      if (u.user->kind() == c10::aten::add && u.user->owningBlock() == g_.block() &&
-          (u.user->input(0) == out->output() || u.user->input(1) == out->output()))
-        skip = u.user;
+    for (Value* v : same)
+      for (const auto& u : std::vector<torch::jit::Use>(v->uses()))
+        if (u.user->kind() == c10::aten::add && u.user->owningBlock() == g_.block() &&
+            (u.user->input(0) == out->output() || u.user->input(1) == out->output())) {
+          skip = u.user;
+          skip->replaceInput(u.offset, m);  // the skip reads resid_mid itself (same value)
+        }
     if (!skip) {
       rw_.failures[name] = fmt::format("{} is not added to {} in the graph", point_name(PointKind::ResidMid, L),
                                        point_name(PointKind::MlpOut, L));
@@ -550,16 +935,43 @@ class EdgePoints {
       if (u.user != skip) u.user->replaceInput(u.offset, in);
   }
 
+  // A parallel block's MLP reads the block input: hook_mlp_in is resid_pre as the MLP's path sees it
+  // (the uses of resid_pre on the way to the MLP output and not to the attention output).
+  void parallel_mlp_in(int L, Node* mlp_out) {
+    const std::string name = point_name(PointKind::MlpIn, L);
+    Node* pre = hook_of(PointKind::ResidPre, L);
+    Node* attn_out = hook_of(PointKind::AttnOut, L);
+    if (!pre || !attn_out) {
+      rw_.failures[name] = fmt::format("needs {} and {}", point_name(PointKind::ResidPre, L), point_name(PointKind::AttnOut, L));
+      return;
+    }
+    std::string why;
+    Value* x = pre->output();
+    auto to_mlp = slice(x, mlp_out->input(0), &why);
+    auto to_attn = slice(x, attn_out->input(0), &why);
+    std::unordered_set<Node*> mlp_path(to_mlp.begin(), to_mlp.end()), attn_path(to_attn.begin(), to_attn.end());
+    std::vector<torch::jit::Use> uses;
+    for (const auto& u : x->uses())
+      if (mlp_path.count(u.user) && !attn_path.count(u.user)) uses.push_back(u);
+    if (uses.empty()) {
+      rw_.failures[name] = fmt::format("blocks.{}'s MLP does not read {} in the graph", L, point_name(PointKind::ResidPre, L));
+      return;
+    }
+    torch::jit::WithInsertPoint guard(pre->next());
+    Value* in = new_point(x, PointKind::MlpIn, L);
+    for (const auto& u : uses) u.user->replaceInput(u.offset, in);
+  }
+
   Rewrite& rw_;
   Graph& g_;
-  int64_t H_;
+  int64_t H_, KV_;
   std::unordered_map<int64_t, Node*> hook_node_;
 };
 
 }  // namespace
 
-void add_edge_points(Rewrite& rw, int n_layers, int64_t n_heads) {
-  EdgePoints ep(rw, n_heads);
+void add_edge_points(Rewrite& rw, int n_layers, int64_t n_heads, int64_t n_kv_heads) {
+  EdgePoints ep(rw, n_heads, n_kv_heads);
   for (int L = 0; L < n_layers; ++L) ep.layer(L);
   torch::jit::EliminateDeadCode(rw.graph);
 }

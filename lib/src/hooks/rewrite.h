@@ -22,17 +22,29 @@
 
 namespace interp::detail {
 
+// How hooks see a value that the graph holds in another form: hooks get view(x) (a permutation of
+// the axes, or 1/x), and a replacement r flows on as the inverse (r.permute(inverse), 1/r). A point
+// whose hooks only read passes x on untouched, so inactive and read-only runs stay bit-identical.
+struct PointView {
+  std::vector<int64_t> perm;  // hooks see x.permute(perm) (empty: as is)
+  bool reciprocal = false;    // hooks see 1/x (a norm that computes rsqrt: TransformerLens's scale is sqrt)
+  bool empty() const { return perm.empty() && !reciprocal; }
+};
+
 struct RewrittenPoint {
   std::vector<PointTag> names;  // module path and/or TransformerLens names; names[0] is primary
   bool clone_on_capture = false;   // the graph later modifies this value in place
+  PointView view;
 };
 
 struct Rewrite {
   std::shared_ptr<torch::jit::Graph> graph;  // inputs: (self, forward's other inputs...)
   std::vector<RewrittenPoint> points;        // indexed by the hook op's id
   std::map<std::string, std::string> failures;  // TransformerLens name -> why it could not be placed
+  std::vector<std::string> expected;            // family-specific points looked for (rot_q, hook_scale, ...)
   std::map<int, bool> blocks;                // layer -> has an MLP
   std::string pos_embed_path;                // module path of pos_embed ("" if none)
+  int n_candidate_groups = 0;                // tags with group >= 0: see PointTag::group
 };
 
 Rewrite rewrite_forward(const torch::jit::Module& module, const NameMap& names);
@@ -46,7 +58,8 @@ Rewrite rewrite_forward(const torch::jit::Module& module, const NameMap& names);
 //     (the graph between hook_z and the attention output, applied to head h's z alone, minus the
 //     same applied to zeros); the attention output becomes their sum plus that constant;
 //   blocks.L.hook_mlp_in [batch, pos, d_model]: resid_mid as the MLP sees it (not the skip path).
-// n_heads from the probe. A point that cannot be placed goes to rw.failures with the reason.
-void add_edge_points(Rewrite& rw, int n_layers, int64_t n_heads);
+// n_heads, n_kv_heads from the probe (hook_q, hook_k). A point that cannot be placed goes to
+// rw.failures with the reason (with grouped-query attention: the key and value inputs).
+void add_edge_points(Rewrite& rw, int n_layers, int64_t n_heads, int64_t n_kv_heads);
 
 }  // namespace interp::detail
