@@ -37,6 +37,19 @@ void register_cache(CLI::App& app) {
       filter = names_filter(a->filter);
     }
     auto [logits, cache] = model.run_with_cache(tokens, filter);
+    // Written under the names asked for (a module path stays a module path), else the primary names.
+    std::vector<std::string> written;
+    if (!a->hooks.empty()) {
+      std::vector<int64_t> seen;
+      for (const auto& n : split_list(a->hooks)) {
+        int64_t order = model.hook_point(n).order;
+        if (std::find(seen.begin(), seen.end(), order) != seen.end()) continue;
+        seen.push_back(order);
+        written.push_back(n);
+      }
+    } else {
+      written = cache.names();
+    }
     if (cache.size() == 0)
       throw Error(fmt::format("--filter '{}' matches no hook point; `interp hooks {}` lists them", a->filter,
                               a->model.model));
@@ -44,7 +57,7 @@ void register_cache(CLI::App& app) {
     std::map<std::string, at::Tensor> tensors;
     double bytes = 0;
     fmt::print("{:<34}  {:<18}  {:>10}  {:>10}  {:>10}\n", "hook", "shape", "mean", "std", "max|x|");
-    for (const auto& name : cache.names()) {
+    for (const auto& name : written) {
       at::Tensor t = cache[name].to(at::kCPU, dt).contiguous();
       at::Tensor f = t.to(at::kFloat);
       fmt::print("{:<34}  {:<18}  {:>10.4f}  {:>10.4f}  {:>10.4f}\n", name, fmt::format("{}", t.sizes()),
@@ -56,9 +69,9 @@ void register_cache(CLI::App& app) {
     safetensors_save(a->out, tensors,
                      {{"format", "interp.cache.v1"},
                       {"model", model.path()},
-                      {"hook_names", fmt::format("{}", fmt::join(cache.names(), ","))},
+                      {"hook_names", fmt::format("{}", fmt::join(written, ","))},
                       {"dtype", a->dtype}});
-    fmt::print("wrote {} activations ({}) and the tokens {} to {}\n", cache.size(), human_bytes(bytes),
+    fmt::print("wrote {} activations ({}) and the tokens {} to {}\n", written.size(), human_bytes(bytes),
                fmt::format("{}", tokens.sizes()), a->out);
   });
 }

@@ -69,6 +69,7 @@ void write_outputs(const Common& c, const PatchResult& r, const PromptPairs& pai
   fmt::print("{}: {} = {:.4g} clean, {:.4g} {}; {} sites in {:.2f} s ({} forwards, mode {})\n", title, r.metric, r.clean,
              r.corrupted, r.direction.find("ablate") != std::string::npos ? "(n/a)" : "corrupted", r.labels.size(),
              r.stats.seconds, r.stats.forwards, r.stats.mode);
+  if (!r.stats.fallback.empty()) fmt::print("note: {}\n", r.stats.fallback);
   const bool ablate = r.direction.find("ablate") != std::string::npos;
   if (std::abs(r.clean - r.corrupted) < 1e-12 || !std::isfinite(r.clean - r.corrupted))
     fmt::print("warning: the {} run gives the same {} ({:.4g}) as the {} run, so normalized values are undefined "

@@ -493,3 +493,95 @@ TEST(Cli, RunPromptAndGenerate) {
     EXPECT_TRUE(has(rb, "error: ") && has(rb, message)) << "expected '" << message << "' in:\n" << rb.out;
   }
 }
+
+// Every model family (models/families.py), scripted and traced, through the CLI with no name map:
+// the shipped map is detected and said; patching equals an in-process hand-patched run; the batched
+// runner falls back for rotary models and says why in one sentence; ablation, capture, SAE training
+// and evaluation run.
+class Families : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(Families, HooksPatchAblateCaptureTrainEvaluate) {
+  const std::string model = fixture(GetParam());
+  const std::string d = temp_dir("family-" + GetParam());
+  auto h = run("hooks " + model);
+  ASSERT_EQ(h.code, 0) << h.out;
+  EXPECT_TRUE(has(h, "names: the shipped '")) << h.out;
+  EXPECT_TRUE(has(h, "context unknown")) << h.out;
+  EXPECT_TRUE(has(h, "blocks.1.attn.hook_rot_k")) << h.out;
+
+  std::string pairs = write_pairs(d, kTokenPairs);
+  auto p = run("patch " + model + " --pairs " + pairs + " --hook resid_pre --by layer,pos --out " + d + "/patch");
+  ASSERT_EQ(p.code, 0) << p.out;
+  EXPECT_TRUE(has(p, "note: suffix mode not used: the model applies rotary position embeddings")) << p.out;
+  auto j = nlohmann::json::parse(std::ifstream(d + "/patch/results.json"));
+  const std::string why = j["stats"]["fallback"];
+  EXPECT_EQ(why.find('\n'), std::string::npos) << why;
+  EXPECT_EQ(why.find("Traceback"), std::string::npos) << why;
+  std::ifstream html_in(d + "/patch/index.html");
+  std::stringstream html;
+  html << html_in.rdbuf();
+  EXPECT_NE(html.str().find("rotary position embeddings"), std::string::npos);
+  auto m = interp::HookedModel::load(model);
+  at::Tensor clean = at::tensor({1, 5, 9, 13, 2, 7, 8, 5, 9, 11, 2, 6}, at::kLong).view({2, 6});
+  at::Tensor corrupted = clean.clone();
+  corrupted[0][2] = 30;
+  corrupted[1][2] = 31;
+  auto metric = interp::logit_diff(at::tensor({3, 3}, at::kLong), at::tensor({4, 4}, at::kLong));
+  auto cache = m.run_with_cache(clean).second;
+  double max_d = 0;
+  for (int L = 0; L < 2; ++L)
+    for (int pos = 0; pos < 6; ++pos) {
+      std::string hook = interp::act_name("resid_pre", L);
+      at::Tensor logits = m.run_with_hooks(corrupted, {{hook, [&](at::Tensor& act, const std::string&) {
+                                                          act = act.clone();
+                                                          act.select(1, pos).copy_(cache[hook].select(1, pos));
+                                                        }}});
+      double want = metric.fn(logits.narrow(1, 5, 1)).mean().item<double>();
+      max_d = std::max(max_d, std::abs(j["values"][L][pos].get<double>() - want));
+    }
+  std::printf("  %s: patch sweep max diff vs one forward per site %g\n", GetParam().c_str(), max_d);
+  EXPECT_LE(max_d, 1e-5);
+  auto a = run("ablate " + model + " --pairs " + pairs + " --hook z --by layer,head --ablation mean --out " + d + "/ablate");
+  EXPECT_EQ(a.code, 0) << a.out;
+
+  // capture -> train-sae -> eval-sae on a token file in the model's vocabulary (50)
+  interp::TokenizedCorpus tc;
+  tc.vocab_size = 50, tc.bos_id = 1, tc.eos_id = 2, tc.source = "random ids";
+  at::Tensor ids = at::randint(3, 50, {4096}, at::TensorOptions().dtype(at::kInt));
+  tc.tokens.assign(ids.data_ptr<int32_t>(), ids.data_ptr<int32_t>() + ids.numel());
+  tc.doc_offsets = {0, 2048, 4096};
+  interp::token_file_save(tc, d + "/tokens.safetensors");
+  std::string data = " --data " + d + "/tokens.safetensors --ctx 16 ";
+  auto c = run("capture --model " + model + data + "--hooks blocks.1.mlp.hook_post --tokens 2048 --batch 16 --out " +
+               d + "/store");
+  ASSERT_EQ(c.code, 0) << c.out;
+  auto t = run("train-sae --activations " + d + "/store --arch topk --d-sae 64 --k 4 --steps 100 --batch 256 --out " +
+               d + "/sae");
+  ASSERT_EQ(t.code, 0) << t.out;
+  auto e = run("eval-sae --sae " + d + "/sae --model " + model + data + "--tokens 1024 --out " + d + "/eval.json");
+  ASSERT_EQ(e.code, 0) << e.out;
+  auto res = nlohmann::json::parse(std::ifstream(d + "/eval.json"));
+  EXPECT_NEAR(res["l0"].get<double>(), 4, 1e-9);
+  EXPECT_LT(res["fvu"].get<double>(), 1.0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Cli, Families,
+                         ::testing::Values("tiny_llama_script.pt", "tiny_llama_trace.pt", "tiny_neox_script.pt",
+                                           "tiny_neox_trace.pt", "tiny_gemma_script.pt", "tiny_gemma_trace.pt"),
+                         [](const auto& info) {
+                           std::string n = info.param.substr(0, info.param.size() - 3);
+                           return n;
+                         });
+
+TEST(Cli, OutputPicksTheLogitsOfTupleAndDictOutputs) {
+  // tiny_neox returns {"logits", "last_hidden_state"}: "logits" by default, another key with --output
+  auto r = run("run " + fixture("tiny_neox_script.pt") + " --tokens '1,2,3'");
+  EXPECT_EQ(r.code, 0) << r.out;
+  auto h = run("hooks " + fixture("tiny_neox_script.pt") + " --output last_hidden_state");
+  EXPECT_TRUE(has(h, "vocabulary 32")) << "the hidden state (d_model 32) read as logits: " << h.out;
+  auto bad = run("hooks " + fixture("tiny_llama_script.pt") + " --output 1");
+  EXPECT_NE(bad.code, 0);
+  EXPECT_TRUE(has(bad, "--output 1 is not a tensor element of forward's output")) << bad.out;
+  auto key = run("hooks " + fixture("tiny_neox_script.pt") + " --output loss");
+  EXPECT_TRUE(has(key, "forward returns a dict without a tensor under 'loss' (keys: ")) << key.out;
+}

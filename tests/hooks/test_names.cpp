@@ -73,3 +73,52 @@ TEST(Filters, ExactAndRegex) {
   EXPECT_FALSE(re("blocks.0.hook_resid_mid"));
   EXPECT_THROW(interp::names_filter("(unclosed"), interp::Error);
 }
+
+TEST(ActName, FamilyPoints) {
+  EXPECT_EQ(interp::act_name("rot_q", 1), "blocks.1.attn.hook_rot_q");
+  EXPECT_EQ(interp::act_name("rot_k", 0), "blocks.0.attn.hook_rot_k");
+  EXPECT_EQ(interp::act_name("pre_linear", 2), "blocks.2.mlp.hook_pre_linear");
+  EXPECT_EQ(interp::act_name("ln1_scale", 0), "blocks.0.ln1.hook_scale");
+  EXPECT_EQ(interp::act_name("ln2_scale", 3), "blocks.3.ln2.hook_scale");
+  EXPECT_EQ(interp::act_name("ln_final_scale"), "ln_final.hook_scale");
+}
+
+// The shipped maps are chosen by how many module paths they map, and say so.
+TEST(NameMap, DetectsTheFamilyFromModulePaths) {
+  using interp::detail::NameMap;
+  using interp::detail::Role;
+  std::vector<std::string> llama = {"model", "model.embed_tokens", "model.layers", "model.layers.0",
+                                    "model.layers.0.self_attn", "model.layers.0.self_attn.q_proj",
+                                    "model.layers.0.mlp", "model.layers.0.input_layernorm",
+                                    "model.layers.0.post_attention_layernorm", "model.norm", "lm_head"};
+  auto [map, why] = NameMap::detect(llama);
+  EXPECT_EQ(map.role_of("model.layers.0.self_attn").kind, Role::Attn);
+  EXPECT_EQ(map.role_of("model.layers.0.self_attn").layer, 0);
+  EXPECT_EQ(map.role_of("model.norm").kind, Role::LnFinal);
+  EXPECT_NE(why.find("'llama'"), std::string::npos) << why;
+  EXPECT_NE(why.find("maps 8 of the model's 11 module paths"), std::string::npos) << why;
+
+  std::vector<std::string> neox = {"gpt_neox", "gpt_neox.embed_in", "gpt_neox.layers.0", "gpt_neox.layers.0.attention",
+                                   "gpt_neox.layers.0.mlp", "gpt_neox.final_layer_norm", "embed_out"};
+  auto [nmap, nwhy] = NameMap::detect(neox);
+  EXPECT_EQ(nmap.role_of("gpt_neox.layers.0.attention").kind, Role::Attn);
+  EXPECT_NE(nwhy.find("'neox'"), std::string::npos) << nwhy;
+
+  std::vector<std::string> gpt2 = {"transformer.wte", "transformer.wpe", "transformer.h.0", "transformer.h.0.attn",
+                                   "transformer.ln_f", "lm_head"};
+  EXPECT_EQ(NameMap::detect(gpt2).first.role_of("transformer.wpe").kind, Role::PosEmbed);
+
+  // nothing known: TransformerLens's names, and a hint
+  auto [tl, twhy] = NameMap::detect({"encoder", "decoder.layer.0"});
+  EXPECT_EQ(tl.role_of("blocks.0.attn").kind, Role::Attn);
+  EXPECT_NE(twhy.find("pass --name-map"), std::string::npos) << twhy;
+
+  // --name-map VALUE: a shipped map by name, else a file; a bare unknown word says what exists
+  EXPECT_EQ(NameMap::from_option("neox").role_of("embed_out").kind, Role::Unembed);
+  try {
+    NameMap::from_option("mistral");
+    ADD_FAILURE() << "no error";
+  } catch (const interp::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("gpt2, llama, neox"), std::string::npos) << e.what();
+  }
+}

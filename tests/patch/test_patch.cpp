@@ -235,6 +235,10 @@ TEST(PatchFallback, ModelWithSquareMaskFallsBackToLayersAndStaysExact) {
   auto r = interp::patch_sweep(model, g("clean"), g("corrupted"), "resid_pre", {"layer", "pos"}, metric);
   EXPECT_EQ(r.stats.mode, "layers");
   EXPECT_NE(r.stats.fallback.find("suffix mode not used"), std::string::npos) << r.stats.fallback;
+  // one plain sentence, not the TorchScript traceback
+  EXPECT_NE(r.stats.fallback.find("a causal mask sliced [:T, :T]"), std::string::npos) << r.stats.fallback;
+  EXPECT_EQ(r.stats.fallback.find('\n'), std::string::npos) << r.stats.fallback;
+  EXPECT_EQ(r.stats.fallback.find("Traceback"), std::string::npos) << r.stats.fallback;
   EXPECT_TRUE(close(r.values.reshape({-1}), g("sweep.resid_pre.layer,pos"), 1e-5, "after falling back"));
   interp::VariantOptions forced;
   forced.reuse = Reuse::Suffix;

@@ -102,6 +102,23 @@ TEST_F(Store, ReadBackEqualsDirectRunExactly) {
   }
 }
 
+TEST_F(Store, APointIsStoredUnderTheNameAskedFor) {
+  // "blocks.0.attn" (a module path) is the same value as blocks.0.hook_attn_out: stored under the
+  // module path, once, though both names are asked for.
+  interp::PackedContexts contexts(*tc_, pack());
+  std::string d = dir("alias");
+  auto o = options(8 * 32);
+  o.hooks = {"blocks.0.attn", "blocks.0.hook_attn_out", "blocks.0.mlp"};
+  interp::capture(*model_, contexts, d, o);
+  auto store = interp::ActivationStore::open(d);
+  std::vector<std::string> names;
+  for (const auto& h : store.hooks()) names.push_back(h.name);
+  EXPECT_EQ(names, (std::vector<std::string>{"blocks.0.attn", "blocks.0.mlp"}));
+  auto shard = store.read_shard(0);
+  auto [logits, cache] = model_->run_with_cache(contexts.batch(0, 8), interp::names_filter(std::vector<std::string>{"blocks.0.hook_attn_out"}));
+  EXPECT_TRUE(at::equal(shard.tensors.at("blocks.0.attn"), cache["blocks.0.hook_attn_out"]));
+}
+
 TEST_F(Store, RefusesAnotherCaptureOrAForeignFolder) {
   interp::PackedContexts contexts(*tc_, pack());
   std::string d = dir("refuse");

@@ -52,6 +52,11 @@ class Progress {
 uint64_t xxh64_file(const std::string& path);  // throws interp::Error
 std::string hex64(uint64_t v);                 // 16 lowercase hex digits
 
+// One line of a long error message for a report: a TorchScript interpreter error ends with the
+// error itself after its tracebacks ("RuntimeError: The size of tensor a (5) must match ..."), so
+// the last non-empty line, without the "RuntimeError: " prefix, cut to `max_chars`.
+std::string error_summary(const std::string& what, size_t max_chars = 200);
+
 class Rng {
  public:
   explicit Rng(uint64_t seed) : state_(seed) {}

@@ -1,5 +1,8 @@
 #include "interp/util.h"
 
+#include <cstring>
+#include <sstream>
+
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -170,6 +173,19 @@ void Progress::update(int64_t done) {
 void Progress::finish() {
   if (on_ && printed_) std::fprintf(stderr, "\n");
   printed_ = false;
+}
+
+std::string error_summary(const std::string& what, size_t max_chars) {
+  std::string last;
+  std::istringstream in(what);
+  for (std::string line; std::getline(in, line);) {
+    size_t a = line.find_first_not_of(" \t\r"), b = line.find_last_not_of(" \t\r");
+    if (a != std::string::npos) last = line.substr(a, b - a + 1);
+  }
+  for (const char* prefix : {"RuntimeError: ", "Error: "})
+    if (last.rfind(prefix, 0) == 0) last = last.substr(std::strlen(prefix));
+  if (last.size() > max_chars) last = last.substr(0, max_chars - 3) + "...";
+  return last;
 }
 
 }  // namespace interp

@@ -41,6 +41,7 @@ struct Engine {
   int64_t B = 0, T = 0;
   int n_layers = 0;
   std::map<std::string, int64_t> order_of;  // primary name -> forward index
+  bool rotary = false;                      // the model has hook_rot_q / hook_rot_k points
   std::vector<int64_t> U;                   // metric positions (sorted, unique)
   at::Tensor base_logits;
   ActivationCache base;
@@ -53,7 +54,10 @@ struct Engine {
     B = tokens.size(0), T = tokens.size(1);
     n_layers = m.info().n_layers;
     const auto& pts = m.hook_points();
-    for (size_t i = 0; i < pts.size(); ++i) order_of[pts[i].name] = static_cast<int64_t>(i);
+    for (size_t i = 0; i < pts.size(); ++i) {
+      order_of[pts[i].name] = static_cast<int64_t>(i);
+      rotary = rotary || pts[i].kind == PointKind::RotQ || pts[i].kind == PointKind::RotK;
+    }
     if (metric.positions.empty())
       for (int64_t i = 0; i < T; ++i) U.push_back(i);
     else
@@ -235,6 +239,9 @@ at::Tensor run_variants(const HookedModel& model, const at::Tensor& tokens_in,
     if (!earliest) why = "no variant edits a point inside the blocks";
     else if (m == Mode::Suffix && !have_kv) why = "the model has no attn.hook_k / hook_v points";
     else if (m == Mode::Suffix && p_lo == 0) why = "every variant edits position 0 or all positions";
+    else if (m == Mode::Suffix && E.rotary)
+      why = "the model applies rotary position embeddings computed from the number of tokens it is given, so a run "
+            "of the last tokens alone would rotate them as positions 0, 1, ... rather than their own";
     if (why.empty()) {
       try {
         double d = E.check(m, *earliest, m == Mode::Suffix ? p_lo : 0);
@@ -245,9 +252,12 @@ at::Tensor run_variants(const HookedModel& model, const at::Tensor& tokens_in,
           mode = m;
           break;
         }
-        why = fmt::format("its check differs from the plain run by {:.3g}", d);
+        why = fmt::format("the shortened run differs from the plain run by {:.3g}, so the model computes something "
+                          "from the number of tokens it is given (a position or a mask)", d);
       } catch (const Error& e) {
-        why = fmt::format("its check failed: {}", e.what());
+        why = fmt::format("the model fails on the shortened run ({}), so it computes something from the number of "
+                          "tokens it is given (e.g. a causal mask sliced [:T, :T] instead of by query and key length)",
+                          error_summary(e.what()));
       }
     }
     std::string msg = fmt::format("{} mode not used: {}", mode_name(m), why);

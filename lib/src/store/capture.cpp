@@ -210,15 +210,18 @@ CaptureResult capture(const HookedModel& model, const PackedContexts& data, cons
   if (o.batch < 1) throw Error(fmt::format("capture: batch {} must be at least 1", o.batch));
   if (o.n_tokens < 1) throw Error(fmt::format("capture: token count {} must be at least 1", o.n_tokens));
 
-  // Hooks: primary names, per-context shapes ([batch, pos, ...] -> [ctx, ...]).
+  // Hooks: under the names asked for (a module path stays a module path; a point asked for twice
+  // under two names is stored once, under the first), per-context shapes ([batch, pos, ...] -> [ctx, ...]).
   std::vector<std::string> hooks;
+  std::vector<int64_t> seen_points;
   json hook_list = json::array();
   int64_t bytes_per_context = 0;
   int deepest = -1;
   bool all_in_blocks = true;
   for (const auto& requested : o.hooks) {
     const HookPoint& p = model.hook_point(requested);
-    if (std::find(hooks.begin(), hooks.end(), p.name) != hooks.end()) continue;
+    if (std::find(seen_points.begin(), seen_points.end(), p.order) != seen_points.end()) continue;
+    seen_points.push_back(p.order);
     if (p.shape.empty() || p.shape[0] != HookPoint::kBatch)
       throw Error(fmt::format("hook '{}' has shape {}, not [batch, ...]; it cannot be stored per context", p.name,
                               p.shape_str()));
@@ -231,10 +234,9 @@ CaptureResult capture(const HookedModel& model, const PackedContexts& data, cons
       numel *= v;
     }
     bytes_per_context += numel * static_cast<int64_t>(c10::elementSize(dtype));
-    hooks.push_back(p.name);
-    hook_list.push_back({{"name", p.name}, {"shape", shape}});
-    int layer = -1;
-    if (std::sscanf(p.name.c_str(), "blocks.%d.", &layer) == 1) deepest = std::max(deepest, layer);
+    hooks.push_back(requested);
+    hook_list.push_back({{"name", requested}, {"shape", shape}});
+    if (p.layer >= 0 && p.layer < model.info().n_layers) deepest = std::max(deepest, p.layer);
     else all_in_blocks = false;
   }
 
