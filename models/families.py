@@ -389,3 +389,24 @@ def export_family(model: nn.Module, cfg: FamilyConfig, mode: str, out: str):
         f.write(cfg.to_json())
     os.replace(out + ".json.tmp", out + ".json")
     return ts
+
+
+def main():
+    import argparse
+    import os
+    ap = argparse.ArgumentParser(description="Export a family model (random weights) to TorchScript.")
+    ap.add_argument("--config", default="tiny_llama", choices=sorted(FAMILY_CONFIGS), help="default: tiny_llama")
+    ap.add_argument("--mode", default="script", choices=["script", "trace"], help="default: script")
+    ap.add_argument("--out", required=True, help="output .pt file (OUT.json gets the config)")
+    args = ap.parse_args()
+    cfg = FAMILY_CONFIGS[args.config]
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    model = build_family(cfg)
+    export_family(model, cfg, args.mode, args.out)
+    n = sum(p.numel() for p in model.parameters())
+    print(f"exported {args.config} ({cfg.family}, {cfg.n_layers} layers, d_model {cfg.d_model}, {n} parameters) "
+          f"with torch.jit.{args.mode} to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
