@@ -16,11 +16,14 @@ no attention mask argument, no dropout), and nothing here knows about hooks or T
 * ``gemma``: Gemma 1. Llama's names, with GeGLU (tanh GELU), RMSNorm scaled by ``(1 + w)``, the
   embedding multiplied by sqrt(d_model), multi-query attention, ``lm_head`` tied to the embedding.
   Returns the logits tensor.
+* ``nanogpt``: Karpathy's nanoGPT: Hugging Face GPT-2's module names (``transformer.h.{L}.attn``), a
+  square causal mask sliced ``[:T, :T]``, ``forward(idx, targets=None) -> (logits, loss)`` which
+  without targets returns the logits of the last position only.
 """
 import json
 import math
 from dataclasses import asdict, dataclass
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -52,6 +55,7 @@ FAMILY_CONFIGS = {
     "tiny_llama": FamilyConfig(family="llama"),
     "tiny_neox": FamilyConfig(family="neox", n_kv_heads=4, rotary_pct=0.5, eps=1e-5, d_mlp=64),
     "tiny_gemma": FamilyConfig(family="gemma", n_kv_heads=1, d_mlp=48),
+    "tiny_nanogpt": FamilyConfig(family="nanogpt", n_kv_heads=4, d_mlp=128, eps=1e-5, init_std=0.1),
     # hook overhead benchmark: 6 layers, d_model 256, as bench/bench_hooks uses for GPT-2
     "bench_llama": FamilyConfig(family="llama", n_layers=6, d_model=256, n_heads=8, n_kv_heads=2, d_head=32,
                                 d_mlp=688, d_vocab=1024, n_ctx=128, init_std=0.05),
@@ -349,6 +353,112 @@ class GPTNeoXForCausalLM(nn.Module):
         return {"logits": self.embed_out(hidden_states), "last_hidden_state": hidden_states}
 
 
+# ---------------------------------------------------------------------------------------------
+# nanoGPT (Karpathy's model.py, without flash attention: LibTorch 1.13 has no
+# scaled_dot_product_attention): Hugging Face GPT-2's module names, a square causal mask sliced
+# [:T, :T], and forward(idx, targets=None) -> (logits, loss) that, without targets, returns the
+# logits of the last position only.
+
+
+class NanoLayerNorm(nn.Module):
+    def __init__(self, ndim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(ndim))
+        self.bias = nn.Parameter(torch.zeros(ndim))
+
+    def forward(self, input):
+        return F.layer_norm(input, self.weight.shape, self.weight, self.bias, 1e-5)
+
+
+class NanoCausalSelfAttention(nn.Module):
+    def __init__(self, cfg: FamilyConfig):
+        super().__init__()
+        self.c_attn = nn.Linear(cfg.d_model, 3 * cfg.d_model)
+        self.c_proj = nn.Linear(cfg.d_model, cfg.d_model)
+        self.attn_dropout = nn.Dropout(0.0)
+        self.resid_dropout = nn.Dropout(0.0)
+        self.n_head, self.n_embd = cfg.n_heads, cfg.d_model
+        self.register_buffer("bias", torch.tril(torch.ones(cfg.n_ctx, cfg.n_ctx)).view(1, 1, cfg.n_ctx, cfg.n_ctx))
+
+    def forward(self, x):
+        B, T, C = x.size()
+        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
+        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))
+        att = att.masked_fill(self.bias[:, :, :T, :T] == 0, float("-inf"))
+        att = F.softmax(att, dim=-1)
+        att = self.attn_dropout(att)
+        y = att @ v
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class NanoMLP(nn.Module):
+    def __init__(self, cfg: FamilyConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(cfg.d_model, cfg.d_mlp)
+        self.gelu = nn.GELU()
+        self.c_proj = nn.Linear(cfg.d_mlp, cfg.d_model)
+        self.dropout = nn.Dropout(0.0)
+
+    def forward(self, x):
+        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+
+
+class NanoBlock(nn.Module):
+    def __init__(self, cfg: FamilyConfig):
+        super().__init__()
+        self.ln_1 = NanoLayerNorm(cfg.d_model)
+        self.attn = NanoCausalSelfAttention(cfg)
+        self.ln_2 = NanoLayerNorm(cfg.d_model)
+        self.mlp = NanoMLP(cfg)
+
+    def forward(self, x):
+        x = x + self.attn(self.ln_1(x))
+        x = x + self.mlp(self.ln_2(x))
+        return x
+
+
+class NanoTransformer(nn.Module):
+    def __init__(self, cfg: FamilyConfig):
+        super().__init__()
+        self.wte = nn.Embedding(cfg.d_vocab, cfg.d_model)
+        self.wpe = nn.Embedding(cfg.n_ctx, cfg.d_model)
+        self.drop = nn.Dropout(0.0)
+        self.h = nn.ModuleList([NanoBlock(cfg) for _ in range(cfg.n_layers)])
+        self.ln_f = NanoLayerNorm(cfg.d_model)
+
+
+class NanoGPT(nn.Module):
+    def __init__(self, cfg: FamilyConfig):
+        super().__init__()
+        torch.manual_seed(cfg.seed)
+        self.transformer = NanoTransformer(cfg)
+        self.lm_head = nn.Linear(cfg.d_model, cfg.d_vocab, bias=False)
+        _init(self, cfg)
+        self.transformer.wte.weight = self.lm_head.weight  # weight tying, as nanoGPT
+
+    def forward(self, idx, targets: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        device = idx.device
+        b, t = idx.size()
+        pos = torch.arange(0, t, dtype=torch.long, device=device)
+        tok_emb = self.transformer.wte(idx)
+        pos_emb = self.transformer.wpe(pos)
+        x = self.transformer.drop(tok_emb + pos_emb)
+        for block in self.transformer.h:
+            x = block(x)
+        x = self.transformer.ln_f(x)
+        loss: Optional[torch.Tensor] = None
+        if targets is not None:
+            logits = self.lm_head(x)
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
+        else:
+            logits = self.lm_head(x[:, [-1], :])  # inference-time optimization: only the last position
+        return logits, loss
+
+
 def _init(model: nn.Module, cfg: FamilyConfig):
     """Random weights at a scale where every point matters; norm weights away from their identity."""
     with torch.no_grad():
@@ -361,7 +471,8 @@ def _init(model: nn.Module, cfg: FamilyConfig):
 
 
 def build_family(cfg: FamilyConfig) -> nn.Module:
-    cls = {"llama": LlamaForCausalLM, "gemma": GemmaForCausalLM, "neox": GPTNeoXForCausalLM}[cfg.family]
+    cls = {"llama": LlamaForCausalLM, "gemma": GemmaForCausalLM, "neox": GPTNeoXForCausalLM,
+           "nanogpt": NanoGPT}[cfg.family]
     return cls(cfg).eval()
 
 
@@ -380,6 +491,8 @@ def export_family(model: nn.Module, cfg: FamilyConfig, mode: str, out: str):
         ts = torch.jit.script(model)
     else:
         example = torch.randint(0, cfg.d_vocab, (2, min(5, cfg.n_ctx)), generator=torch.Generator().manual_seed(1))
+        if cfg.family == "nanogpt":
+            example = (example, example)  # traced with targets: every position's logits, and the loss
         with torch.no_grad():
             ts = torch.jit.trace(model, example, check_trace=False, strict=False)
     tmp = out + ".tmp"

@@ -59,6 +59,7 @@ struct HookedModel::Impl {
   mutable std::map<int64_t, std::unique_ptr<torch::jit::GraphFunction>> from_fns;  // by start point id
   torch::jit::GraphFunction* function_from(int64_t id) const;
   std::vector<c10::IValue> extra_args;  // defaults for forward's inputs after the tokens
+  int targets_arg = -1;                 // index in extra_args that gets the tokens (nanoGPT's targets)
   std::vector<detail::RewrittenPoint> raw;  // by hook id
   std::vector<HookPoint> points;            // forward order
   std::vector<int64_t> point_ids;           // hook id of points[i]
@@ -266,7 +267,8 @@ at::Tensor HookedModel::Impl::run(const at::Tensor& tokens_in, RunState* rs, con
   stack.reserve(3 + extra_args.size());
   stack.emplace_back(module._ivalue());
   stack.emplace_back(tokens);
-  for (const auto& a : extra_args) stack.push_back(a);
+  for (size_t i = 0; i < extra_args.size(); ++i)
+    stack.push_back(static_cast<int>(i) == targets_arg ? c10::IValue(tokens) : extra_args[i]);
   if (f != fn.get()) stack.emplace_back(opt.start_value.to(device));
   try {
     f->run(stack);
@@ -341,19 +343,49 @@ namespace {
 
 std::string shape_str(const std::vector<int64_t>& shape) { return HookPoint{"", {}, shape}.shape_str(); }
 
-// forward(self, tokens, ...): the arguments after tokens take their defaults.
-std::vector<c10::IValue> default_extra_args(torch::jit::Module& module, const std::string& path) {
-  const auto& schema = module.get_method("forward").function().getSchema();
+bool is_targets_name(const std::string& n) { return n == "targets" || n == "target" || n == "labels"; }
+
+// forward(self, tokens, ...): the arguments after tokens take their defaults; a `targets` / `labels`
+// argument without one (a model traced with targets, as nanoGPT must be for every position's
+// logits) gets the tokens: m.targets_arg is its index in extra_args.
+void default_extra_args(HookedModel::Impl& m) {
+  const auto& schema = m.module.get_method("forward").function().getSchema();
   if (schema.arguments().size() < 2)
-    throw Error(fmt::format("{}: forward takes no tokens argument; interp calls forward(tokens)", path));
-  std::vector<c10::IValue> args;
+    throw Error(fmt::format("{}: forward takes no tokens argument; interp calls forward(tokens)", m.path));
   for (size_t i = 2; i < schema.arguments().size(); ++i) {
     const auto& a = schema.arguments()[i];
+    if (!a.default_value() && is_targets_name(a.name()) && m.targets_arg < 0) {
+      m.targets_arg = static_cast<int>(m.extra_args.size());
+      m.extra_args.emplace_back();
+      continue;
+    }
     if (!a.default_value())
-      throw Error(fmt::format("{}: forward's argument '{}' has no default; interp calls forward(tokens)", path, a.name()));
-    args.push_back(*a.default_value());
+      throw Error(fmt::format("{}: forward's argument '{}' has no default; interp calls forward(tokens)", m.path,
+                              a.name()));
+    m.extra_args.push_back(*a.default_value());
   }
-  return args;
+}
+
+// nanoGPT's forward(idx, targets=None) returns the logits of the last position only unless given
+// targets: then interp passes the tokens as targets (the loss it also computes is ignored).
+void check_every_position_has_logits(HookedModel::Impl& m) {
+  const int64_t T = m.info.n_ctx ? std::min<int64_t>(3, m.info.n_ctx) : 3;
+  auto positions = [&] {
+    at::Tensor logits = m.run(at::zeros({1, T}, at::kLong), nullptr, {});
+    return logits.dim() == 3 ? logits.size(1) : -1;
+  };
+  if (T < 2 || positions() == T) return;
+  const auto& schema = m.module.get_method("forward").function().getSchema();
+  if (m.targets_arg < 0)
+    for (size_t i = 2; i < schema.arguments().size(); ++i)
+      if (is_targets_name(schema.arguments()[i].name())) m.targets_arg = static_cast<int>(i - 2);
+  int64_t got = -1;
+  if (m.targets_arg >= 0 && (got = positions()) == T) return;
+  m.targets_arg = -1;
+  throw Error(fmt::format("{}: forward returns logits for {} of {} positions{}; interp needs every position's logits: "
+                          "return them, or take a `targets` argument (interp passes the tokens), as nanoGPT does",
+                          m.path, got >= 0 ? got : positions(), T,
+                          got >= 0 ? " even with the tokens passed as targets" : ""));
 }
 
 void hook_ids_in_order(torch::jit::Block* b, std::vector<int64_t>& order) {
@@ -577,7 +609,7 @@ HookedModel HookedModel::load(const std::string& path, const LoadOptions& option
                             path, first_line(e.what_without_backtrace())));
   }
   m->module.eval();
-  m->extra_args = default_extra_args(m->module, path);
+  default_extra_args(*m);
   m->output = options.output;
 
   detail::NameMap names = detail::NameMap::transformer_lens();
@@ -605,6 +637,7 @@ HookedModel HookedModel::load(const std::string& path, const LoadOptions& option
   m->info.n_layers = static_cast<int>(rw.blocks.size());
   m->info.n_ctx = context_length(m->module, rw.pos_embed_path);
 
+  check_every_position_has_logits(*m);
   auto shapes = probe_shapes(*m);
   choose_candidates(*m, shapes, rw.n_candidate_groups);
   drop_wrong_layouts(*m, shapes, rw.failures);
@@ -745,7 +778,8 @@ at::Tensor HookedModel::forward_unhooked(const at::Tensor& tokens, const RunOpti
   at::AutoGradMode grad_mode(options.grad);
   at::Tensor t = (tokens.dim() == 1 ? tokens.unsqueeze(0) : tokens).to(impl_->device, at::kLong);
   std::vector<c10::IValue> args{t};
-  for (const auto& a : impl_->extra_args) args.push_back(a);
+  for (size_t i = 0; i < impl_->extra_args.size(); ++i)
+    args.push_back(static_cast<int>(i) == impl_->targets_arg ? c10::IValue(t) : impl_->extra_args[i]);
   return impl_->logits_of(impl_->module.forward(args));
 }
 
