@@ -102,7 +102,9 @@ void register_capture(CLI::App& app) {
     PackedContexts contexts(tc, o.pack);
     fmt::print("capture\n  model      {} ({} layers, d_model {}, device {})\n  data       {}: {} tokens -> {} contexts "
                "of {}\n  hooks      {}\n  tokens     {} in batches of {} contexts, stored as {}\n  out        {}{}\n",
-               a->model.model, model.info().n_layers, model.info().d_model, a->model.device, tc.source, tc.tokens.size(),
+               a->model.model, model.info().n_layers,
+               model.info().d_model > 0 ? std::to_string(model.info().d_model) : std::string("unknown"),
+               a->model.device, tc.source, tc.tokens.size(),
                contexts.size(), a->ctx, fmt::join(o.hooks, ", "), a->tokens, a->batch, a->dtype, a->out,
                a->resume ? " (resume)" : "");
     std::fflush(stdout);  // before the progress lines on stderr
