@@ -531,19 +531,29 @@ TEST_P(Families, HooksPatchAblateCaptureTrainEvaluate) {
   corrupted[1][2] = 31;
   auto metric = interp::logit_diff(at::tensor({3, 3}, at::kLong), at::tensor({4, 4}, at::kLong));
   auto cache = m.run_with_cache(clean).second;
-  double max_d = 0;
-  for (int L = 0; L < 2; ++L)
-    for (int pos = 0; pos < 6; ++pos) {
-      std::string hook = interp::act_name("resid_pre", L);
-      at::Tensor logits = m.run_with_hooks(corrupted, {{hook, [&](at::Tensor& act, const std::string&) {
-                                                          act = act.clone();
-                                                          act.select(1, pos).copy_(cache[hook].select(1, pos));
-                                                        }}});
-      double want = metric.fn(logits.narrow(1, 5, 1)).mean().item<double>();
-      max_d = std::max(max_d, std::abs(j["values"][L][pos].get<double>() - want));
+  // resid_pre (entry: resid_pre) and mlp_out (entry: resid_mid, or resid_pre in NeoX's parallel blocks)
+  for (const std::string kind : {"resid_pre", "mlp_out"}) {
+    if (kind != "resid_pre") {
+      auto pk = run("patch " + model + " --pairs " + pairs + " --hook " + kind + " --by layer,pos --out " + d + "/patch-" + kind);
+      ASSERT_EQ(pk.code, 0) << pk.out;
+      j = nlohmann::json::parse(std::ifstream(d + "/patch-" + kind + "/results.json"));
     }
-  std::printf("  %s: patch sweep max diff vs one forward per site %g\n", GetParam().c_str(), max_d);
-  EXPECT_LE(max_d, 1e-5);
+    double max_d = 0;
+    for (int L = 0; L < 2; ++L)
+      for (int pos = 0; pos < 6; ++pos) {
+        std::string hook = interp::act_name(kind, L);
+        at::Tensor logits = m.run_with_hooks(corrupted, {{hook, [&](at::Tensor& act, const std::string&) {
+                                                            act = act.clone();
+                                                            act.select(1, pos).copy_(cache[hook].select(1, pos));
+                                                          }}});
+        double want = metric.fn(logits.narrow(1, 5, 1)).mean().item<double>();
+        max_d = std::max(max_d, std::abs(j["values"][L][pos].get<double>() - want));
+      }
+    std::printf("  %s: %s patch sweep (mode %s) max diff vs one forward per site %g\n", GetParam().c_str(),
+                kind.c_str(), j["stats"]["mode"].get<std::string>().c_str(), max_d);
+    EXPECT_LE(max_d, 1e-5) << kind;
+    EXPECT_EQ(j["stats"]["mode"], "layers") << kind;
+  }
   auto a = run("ablate " + model + " --pairs " + pairs + " --hook z --by layer,head --ablation mean --out " + d + "/ablate");
   EXPECT_EQ(a.code, 0) << a.out;
 

@@ -5,6 +5,7 @@
 #include <torch/csrc/jit/api/function_impl.h>
 #include <torch/csrc/jit/ir/constants.h>
 #include <torch/csrc/jit/ir/ir.h>
+#include <torch/csrc/jit/passes/dead_code_elimination.h>
 #include <torch/csrc/jit/serialization/import.h>
 
 #include <filesystem>
@@ -505,6 +506,31 @@ void index_points(HookedModel::Impl& m, const std::vector<int64_t>& order,
   }
 }
 
+// A model given the tokens as targets also computes a loss from them (nanoGPT's cross-entropy), which
+// would fail on the reshaped runs of the batched patcher (more rows, fewer positions): the hooked
+// graph returns None in place of every tuple element but the logits, and the loss is never computed.
+void drop_other_outputs(HookedModel::Impl& m, detail::Rewrite& rw) {
+  using namespace torch::jit;
+  std::shared_ptr<Graph> g = rw.graph->copy();  // the first graph has run: edit a copy
+  Node* tc = g->return_node()->input(0)->node();
+  if (tc->kind() != c10::prim::TupleConstruct) return;
+  int64_t keep = -1;
+  if (!m.output.empty() && m.output.find_first_not_of("0123456789") == std::string::npos) keep = std::stoll(m.output);
+  for (size_t i = 0; keep < 0 && i < tc->inputs().size(); ++i)
+    if (tc->input(i)->type()->kind() == c10::TypeKind::TensorType) keep = static_cast<int64_t>(i);
+  if (keep < 0 || keep >= static_cast<int64_t>(tc->inputs().size())) return;
+  WithInsertPoint guard(g->return_node());
+  std::vector<Value*> elems;
+  for (size_t i = 0; i < tc->inputs().size(); ++i)
+    elems.push_back(static_cast<int64_t>(i) == keep ? tc->input(i) : g->insertConstant(c10::IValue()));
+  Node* out = g->insertNode(g->createTuple(elems));
+  g->return_node()->replaceInput(0, out->output());
+  EliminateDeadCode(g);
+  rw.graph = g;
+  m.graph = g;
+  m.fn = std::make_unique<GraphFunction>("interp_hooked_forward_logits", g, nullptr);
+}
+
 // Of the candidates for a module's output (the tensor elements of its tuple), the first shaped
 // [batch, pos, d] keeps the group's names ((hidden, present) or a traced (k, v, hidden)); the others
 // drop them. No such candidate: the first keeps them.
@@ -638,6 +664,7 @@ HookedModel HookedModel::load(const std::string& path, const LoadOptions& option
   m->info.n_ctx = context_length(m->module, rw.pos_embed_path);
 
   check_every_position_has_logits(*m);
+  if (m->targets_arg >= 0) drop_other_outputs(*m, rw);
   auto shapes = probe_shapes(*m);
   choose_candidates(*m, shapes, rw.n_candidate_groups);
   drop_wrong_layouts(*m, shapes, rw.failures);

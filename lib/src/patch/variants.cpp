@@ -73,9 +73,12 @@ struct Engine {
     if (L >= 0 && L < n_layers) {
       switch (a.kind) {
         case PointKind::ResidPost: e = {a.name, 0, L + 1}; break;
-        case PointKind::ResidMid: case PointKind::Ln2: case PointKind::MlpIn: case PointKind::MlpPre:
-        case PointKind::MlpPost: case PointKind::MlpOut:
-          e = {point_name(PointKind::ResidMid, L), 0, L + 1};
+        case PointKind::ResidMid: case PointKind::Ln2: case PointKind::Ln2Scale: case PointKind::MlpIn:
+        case PointKind::MlpPre: case PointKind::MlpPreLinear: case PointKind::MlpPost: case PointKind::MlpOut:
+          if (order_of.count(point_name(PointKind::ResidMid, L)))
+            e = {point_name(PointKind::ResidMid, L), 0, L + 1};
+          else  // a parallel block (NeoX) has no resid_mid: its MLP reads the block input
+            e = {point_name(PointKind::ResidPre, L), 0, L};
           break;
         case PointKind::Module: return std::nullopt;
         default: e = {point_name(PointKind::ResidPre, L), 0, L};
