@@ -477,6 +477,33 @@ TEST(Errors, LogitsOfTheLastPositionOnlyAreRefused) {
   EXPECT_EQ(m.forward(at::zeros({2, 5}, at::kLong)).sizes(), (std::vector<int64_t>{2, 5, 50}));
 }
 
+TEST(Errors, AFailingForwardSaysWhyInOneLine) {
+  // tiny_llama's causal mask holds 16 positions and it has no position embedding for interp to read
+  // the context from: 21 tokens fail inside the model, and the error is the model's own, in one line
+  HookedModel m = HookedModel::load(fixture("tiny_llama_trace.pt"));
+  EXPECT_EQ(m.info().n_ctx, 0);
+  try {
+    m.forward(at::zeros({1, 21}, at::kLong));
+    ADD_FAILURE() << "no error";
+  } catch (const interp::Error& e) {
+    std::string w = e.what();
+    EXPECT_NE(w.find("must match the size of tensor b (21)"), std::string::npos) << w;
+    EXPECT_NE(w.find("interp does not know this model's context length"), std::string::npos) << w;
+    EXPECT_EQ(w.find("Traceback"), std::string::npos) << w;
+    EXPECT_EQ(w.find('\n'), std::string::npos) << w;
+  }
+  // a point the graph holds in another layout cannot be a start point
+  interp::RunOptions o;
+  o.start_at = "blocks.0.attn.hook_rot_q";
+  o.start_value = at::zeros({1, 3, 4, 8});
+  try {
+    m.forward(at::zeros({1, 3}, at::kLong), o);
+    ADD_FAILURE() << "no error";
+  } catch (const interp::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("in another layout"), std::string::npos) << e.what();
+  }
+}
+
 TEST(Errors, UnmappedModelSaysWhy) {
   interp::LoadOptions o;
   o.name_map = "transformer_lens";  // the HF names are detected without a map; insist on TL's names

@@ -22,6 +22,7 @@
 #include "hooks/rewrite.h"
 #include "interp/error.h"
 #include "interp/hooks.h"
+#include "interp/util.h"
 
 namespace interp {
 namespace {
@@ -276,13 +277,23 @@ at::Tensor HookedModel::Impl::run(const at::Tensor& tokens_in, RunState* rs, con
   } catch (...) {
     if (rs && rs->error) std::rethrow_exception(rs->error);
     if (rs && rs->did_stop) return rs->stopped;
+    // The model's own error, in one line (a TorchScript error ends with it, after tracebacks that
+    // INTERP_FULL_ERRORS=1 keeps), and what to check when interp does not know the context length.
+    auto message = [&](const std::string& what) {
+      const char* full = std::getenv("INTERP_FULL_ERRORS");
+      std::string m = full && *full ? what : error_summary(what, 400);
+      std::string hint;
+      if (info.n_ctx == 0 && tokens.size(1) > 1)
+        hint = fmt::format(" (interp does not know this model's context length: if it is shorter than {} tokens, "
+                           "give fewer)", tokens.size(1));
+      return fmt::format("{}: forward failed on tokens {}: {}{}", path, shape_of(tokens.sizes()), m, hint);
+    };
     try {
       throw;
     } catch (const c10::Error& e) {
-      throw Error(fmt::format("{}: forward failed on tokens {}: {}", path, shape_of(tokens.sizes()),
-                              e.what_without_backtrace()));
+      throw Error(message(e.what_without_backtrace()));
     } catch (const std::exception& e) {
-      throw Error(fmt::format("{}: forward failed on tokens {}: {}", path, shape_of(tokens.sizes()), e.what()));
+      throw Error(message(e.what()));
     }
   }
   return logits_of(stack.back());
