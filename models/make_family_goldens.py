@@ -60,14 +60,11 @@ def nanogpt_reference(model, cfg):
 
 
 def expected_missing(cfg):
-    if cfg.family == "nanogpt":  # F.layer_norm keeps the scale inside
-        return sorted([f"blocks.{L}.ln{i}.hook_scale" for L in range(cfg.n_layers) for i in (1, 2)] +
-                      ["ln_final.hook_scale"])
+    if cfg.family == "nanogpt":
+        return []
     out = ["hook_pos_embed"]  # positions enter through rotary embeddings
-    if cfg.family == "neox":
-        for L in range(cfg.n_layers):
-            out += [f"blocks.{L}.hook_resid_mid", f"blocks.{L}.ln1.hook_scale", f"blocks.{L}.ln2.hook_scale"]
-        out.append("ln_final.hook_scale")
+    if cfg.family == "neox":  # parallel attention and MLP
+        out += [f"blocks.{L}.hook_resid_mid" for L in range(cfg.n_layers)]
     return sorted(out)
 
 

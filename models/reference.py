@@ -62,6 +62,11 @@ def _layer_norm(x, w, b, eps):
     return x / (x.pow(2).mean(-1, keepdim=True) + eps).sqrt() * w + b
 
 
+def _ln_scale(x, eps):
+    """TransformerLens's hook_scale of a LayerNorm: sqrt(var(x) + eps), [batch, pos, 1]."""
+    return ((x - x.mean(-1, keepdim=True)).pow(2).mean(-1, keepdim=True) + eps).sqrt()
+
+
 def forward(W, cfg: Config, tokens, hooks=None):
     """Returns (logits, acts) with acts[name] for every TransformerLens hook point, in TL shapes."""
     hooks = hooks or {}
@@ -81,6 +86,8 @@ def forward(W, cfg: Config, tokens, hooks=None):
     for L in range(cfg.n_layers):
         P = f"blocks.{L}."
         resid = hp(P + "hook_resid_pre", resid)
+        if W[f"{L}.ln1_w"] is not None:
+            hp(P + "ln1.hook_scale", _ln_scale(resid, cfg.ln_eps))  # recorded (read, not fed back)
         x = hp(P + "ln1.hook_normalized", _layer_norm(resid, W[f"{L}.ln1_w"], W[f"{L}.ln1_b"], cfg.ln_eps))
         q = hp(P + "attn.hook_q", torch.einsum("bpd,hde->bphe", x, W[f"{L}.W_Q"]) + W[f"{L}.b_Q"])
         k = hp(P + "attn.hook_k", torch.einsum("bpd,hde->bphe", x, W[f"{L}.W_K"]) + W[f"{L}.b_K"])
@@ -95,11 +102,15 @@ def forward(W, cfg: Config, tokens, hooks=None):
             resid = hp(P + "hook_resid_post", resid + attn_out)
             continue
         resid_mid = hp(P + "hook_resid_mid", resid + attn_out)
+        if W[f"{L}.ln2_w"] is not None:
+            hp(P + "ln2.hook_scale", _ln_scale(resid_mid, cfg.ln_eps))
         x = hp(P + "ln2.hook_normalized", _layer_norm(resid_mid, W[f"{L}.ln2_w"], W[f"{L}.ln2_b"], cfg.ln_eps))
         pre = hp(P + "mlp.hook_pre", x @ W[f"{L}.W_in"] + W[f"{L}.b_in"])
         post = hp(P + "mlp.hook_post", F.gelu(pre, approximate="tanh" if cfg.act == "gelu_tanh" else "none"))
         mlp_out = hp(P + "hook_mlp_out", post @ W[f"{L}.W_out"] + W[f"{L}.b_out"])
         resid = hp(P + "hook_resid_post", resid_mid + mlp_out)
+    if W["lnf_w"] is not None:
+        hp("ln_final.hook_scale", _ln_scale(resid, cfg.ln_eps))
     x = hp("ln_final.hook_normalized", _layer_norm(resid, W["lnf_w"], W["lnf_b"], cfg.ln_eps))
     return x @ W["W_U"] + W["b_U"], acts
 

@@ -70,7 +70,8 @@ def forward(sd, cfg, tokens, hooks=None):
         resid = hp(P + "hook_resid_pre", resid)
 
         def norm(x, which, module):
-            if neox:
+            if neox:  # nn.LayerNorm: the scale is recorded, not fed back (the fused op keeps its own)
+                hp(P + which + ".hook_scale", ((x - x.mean(-1, keepdim=True)).pow(2).mean(-1, keepdim=True) + cfg.eps).sqrt())
                 return _layer_norm(x, sd[S + module + ".weight"], sd[S + module + ".bias"], cfg.eps)
             scale = hp(P + which + ".hook_scale", _rms_scale(x, cfg.eps))
             w = sd[S + module + ".weight"]
@@ -114,6 +115,7 @@ def forward(sd, cfg, tokens, hooks=None):
         mlp_out = hp(P + "hook_mlp_out", post @ sd[S + "mlp.down_proj.weight"].t())
         resid = hp(P + "hook_resid_post", resid_mid + mlp_out)
     if neox:
+        hp("ln_final.hook_scale", ((resid - resid.mean(-1, keepdim=True)).pow(2).mean(-1, keepdim=True) + cfg.eps).sqrt())
         x = _layer_norm(resid, sd[root + "final_layer_norm.weight"], sd[root + "final_layer_norm.bias"], cfg.eps)
         x = hp("ln_final.hook_normalized", x)
         return x @ sd["embed_out.weight"].t(), acts

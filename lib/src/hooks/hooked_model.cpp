@@ -103,8 +103,12 @@ class RunState final : public detail::HookRuntime {
     if (hooks.empty() && !capture_[id] && id != stop_id) return x;
     const detail::PointView& pv = m_.raw[id].view;
     at::Tensor seen = x;  // what hooks see (the value in TransformerLens's form)
-    if (!pv.perm.empty()) seen = seen.permute(pv.perm);
-    if (pv.reciprocal) seen = seen.reciprocal();
+    if (pv.derived()) {
+      seen = (x.var(-1, /*unbiased=*/false, /*keepdim=*/true) + pv.layer_norm_eps).sqrt();
+    } else {
+      if (!pv.perm.empty()) seen = seen.permute(pv.perm);
+      if (pv.reciprocal) seen = seen.reciprocal();
+    }
     at::Tensor act = seen;
     for (const auto& [name, fn] : hooks) {
       try {
@@ -132,6 +136,13 @@ class RunState final : public detail::HookRuntime {
     if (id == stop_id) {
       stopped = act;
       did_stop = true;
+      throw AbortForward();
+    }
+    if (pv.derived() && !act.is_same(seen)) {
+      error = std::make_exception_ptr(Error(fmt::format(
+          "'{}' is computed from a fused layer_norm's input for reading; the model's layer_norm does not use it, "
+          "so replacing it would change nothing: a hook on it may read it, not replace it",
+          m_.raw[id].names.empty() ? std::string("this point") : m_.raw[id].names[0].name)));
       throw AbortForward();
     }
     if (pv.empty() || act.is_same(seen)) return pv.empty() ? act : x;  // read-only: the graph's own value
@@ -204,6 +215,17 @@ std::shared_ptr<torch::jit::Graph> graph_from_point(torch::jit::Graph& full, int
     for (Value* v : n->inputs()) live.insert(v);
     for (Block* sub : n->blocks()) uses_in(sub);
   }
+  // A derived point's op feeds nothing, but fires when its input is still computed.
+  std::unordered_set<Node*> dead_set(dead.begin(), dead.end()), keep;
+  for (Node* n : dead) {
+    if (n->kind() != detail::hook_symbol() || n == entry) continue;
+    Node* in = n->input(0)->node();
+    if (in->kind() == c10::prim::Param || !dead_set.count(in)) {
+      keep.insert(n);
+      keep.insert(n->input(1)->node());  // its id constant
+    }
+  }
+  dead.erase(std::remove_if(dead.begin(), dead.end(), [&](Node* n) { return keep.count(n) > 0; }), dead.end());
   for (Node* n : dead) n->destroy();  // users before producers
   return g;
 }

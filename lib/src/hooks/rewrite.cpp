@@ -128,12 +128,13 @@ class Rewriter {
  private:
   static int64_t point_id(Node* hook) { return torch::jit::toIValue(hook->input(1))->toInt(); }
 
-  // The value a hook on `v` would replace: v itself, or the output of the hook already on it.
-  static Value* hooked(Value* v) {
+  // The value a hook on `v` would replace: v itself, or the output of the hook already on it
+  // (a derived point's op reads v but replaces nothing).
+  Value* hooked(Value* v) const {
     for (bool moved = true; moved;) {
       moved = false;
       for (const auto& use : v->uses()) {
-        if (use.user->kind() == hook_symbol()) {
+        if (use.user->kind() == hook_symbol() && !out_.points[point_id(use.user)].view.derived()) {
           v = use.user->output();
           moved = true;
           break;
@@ -603,8 +604,23 @@ class Rewriter {
       PointView view;
       view.reciprocal = !rsqrt.empty();
       add_point(sqrt.empty() ? rsqrt[0]->output() : sqrt[0]->output(), {name, kind, layer}, view);
+    } else if (fused.size() == 1 && kind_in(fused[0], {"aten::layer_norm"})) {
+      // nn.LayerNorm / F.layer_norm keep the scale inside: a read-only point computes it from the input
+      auto eps = torch::jit::toIValue(fused[0]->input(4));
+      if (!eps || !eps->isDouble()) {
+        out_.failures[name] = fmt::format("{}: the fused layer_norm's eps is not a constant", path);
+        return;
+      }
+      Graph* fg = fused[0]->owningGraph();
+      torch::jit::WithInsertPoint guard(fused[0]->next());
+      const auto id = static_cast<int64_t>(out_.points.size());
+      Node* n = fg->insertNode(fg->create(hook_symbol(), {fused[0]->input(0), fg->insertConstant(id)}, 1));
+      n->output()->setType(fused[0]->input(0)->type());
+      PointView view;
+      view.layer_norm_eps = eps->toDouble();
+      out_.points.push_back({{{name, kind, layer}}, false, view});
     } else if (!fused.empty()) {
-      out_.failures[name] = fmt::format("{} uses the fused {} op (nn.LayerNorm), which keeps the scale inside", path,
+      out_.failures[name] = fmt::format("{} uses the fused {} op, which keeps the scale inside", path,
                                         fused[0]->kind().toUnqualString());
     } else {
       out_.failures[name] = fmt::format("{} has {} sqrt/rsqrt nodes; the scale needs exactly one", path,

@@ -28,7 +28,12 @@ namespace interp::detail {
 struct PointView {
   std::vector<int64_t> perm;  // hooks see x.permute(perm) (empty: as is)
   bool reciprocal = false;    // hooks see 1/x (a norm that computes rsqrt: TransformerLens's scale is sqrt)
-  bool empty() const { return perm.empty() && !reciprocal; }
+  // >= 0: a read-only point derived from x, the input of a fused layer_norm with this eps: hooks see
+  // sqrt(var(x) + eps) (TransformerLens's hook_scale), computed only when the point is active; the op
+  // passes x on untouched and its output feeds nothing. A hook that replaces the value is an error.
+  double layer_norm_eps = -1;
+  bool derived() const { return layer_norm_eps >= 0; }
+  bool empty() const { return perm.empty() && !reciprocal && !derived(); }
 };
 
 struct RewrittenPoint {
