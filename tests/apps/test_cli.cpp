@@ -599,3 +599,18 @@ TEST(Cli, OutputPicksTheLogitsOfTupleAndDictOutputs) {
   auto key = run("hooks " + fixture("tiny_neox_script.pt") + " --output loss");
   EXPECT_TRUE(has(key, "forward returns a dict without a tensor under 'loss' (keys: ")) << key.out;
 }
+
+TEST(Cli, SaeInfoSaysWhatAFolderHolds) {
+  auto r = run("sae info " + fixture("sae_formats/saelens_release"));
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_TRUE(has(r, "saelens_release: 2 SAEs")) << r.out;
+  EXPECT_TRUE(has(r, "note          apply_b_dec_to_input = false: b_dec @ W_enc folded into b_enc")) << r.out;
+  auto s = run("sae info " + fixture("sae_formats/sparsify/layers.1"));
+  ASSERT_EQ(s.code, 0) << s.out;
+  EXPECT_TRUE(has(s, "format        sparsify")) << s.out;
+  EXPECT_TRUE(has(s, "architecture  topk (k 4)")) << s.out;
+  EXPECT_TRUE(has(s, "BF16 weights converted to float32")) << s.out;
+  auto none = run("sae info " + fixture("sae_formats"));
+  EXPECT_NE(none.code, 0);
+  EXPECT_TRUE(has(none, "error: ") && has(none, "no SAE here")) << none.out;
+}

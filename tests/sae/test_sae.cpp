@@ -460,3 +460,81 @@ TEST_P(Golden, ForwardLossesAndGradientsMatchPyTorch) {
 INSTANTIATE_TEST_SUITE_P(Architectures, Golden, ::testing::Values("standard", "topk", "batchtopk", "jumprelu"));
 
 }  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Other tools' layouts, against models/make_sae_format_goldens.py (plain torch, following each
+// tool's documented layout and arithmetic).
+
+namespace {
+std::string formats(const std::string& rel = "") {
+  return interp::test::fixture("sae_formats") + (rel.empty() ? "" : "/" + rel);
+}
+}  // namespace
+
+TEST(Formats, SparsifyAndSAELensFoldersReproduceTheirTools) {
+  auto golden = interp::safetensors_load(formats("golden.safetensors"));
+  const at::Tensor& x = golden.tensors.at("x");
+  int n = 0;
+  for (const std::string name : {"sparsify/layers.0", "sparsify/layers.1", "saelens_release/blocks.0.hook_resid_pre",
+                                 "saelens_release/blocks.1.hook_resid_pre"}) {
+    interp::SAE sae = interp::SAE::load(formats(name));
+    at::NoGradGuard g;
+    at::Tensor h = sae.encode(x);
+    auto rh = interp::test::close(h, golden.tensors.at(name + ".h"), 1e-5, name + " latents");
+    auto rx = interp::test::close(sae.decode(h), golden.tensors.at(name + ".x_hat"), 1e-5, name + " reconstruction");
+    EXPECT_TRUE(rh);
+    EXPECT_TRUE(rx);
+    std::printf("  %s\n  %s\n", rh.message(), rx.message());
+    ++n;
+  }
+  EXPECT_EQ(n, 4);
+  auto info = interp::sae_inspect(formats("sparsify/layers.1"));
+  ASSERT_EQ(info.size(), 1u);
+  EXPECT_EQ(info[0].format, "sparsify");
+  EXPECT_EQ(info[0].config.architecture, "topk");
+  EXPECT_EQ(info[0].config.k, 4);
+  EXPECT_EQ(info[0].config.hook_name, "layers.1");
+  EXPECT_EQ(info[0].weights_dtype, "BF16");
+}
+
+TEST(Formats, AFolderOfSAEsByHookIsListed) {
+  auto all = interp::sae_inspect(formats("saelens_release"));
+  ASSERT_EQ(all.size(), 2u);
+  EXPECT_EQ(all[0].config.hook_name, "blocks.0.hook_resid_pre");
+  EXPECT_EQ(all[1].config.hook_name, "blocks.1.hook_resid_pre");
+  EXPECT_TRUE(all[0].notes.empty());
+  ASSERT_EQ(all[1].notes.size(), 1u);
+  EXPECT_NE(all[1].notes[0].find("apply_b_dec_to_input = false"), std::string::npos);
+  try {
+    interp::SAE::load(formats("saelens_release"));
+    ADD_FAILURE() << "no error";
+  } catch (const interp::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("holds 2 SAEs, one per folder: blocks.0.hook_resid_pre, blocks.1.hook_resid_pre"),
+              std::string::npos) << e.what();
+  }
+  try {
+    interp::SAE::load(formats());
+    ADD_FAILURE() << "no error";
+  } catch (const interp::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("no SAE here"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Formats, WritingSparsifyReadsBackTheSameSAE) {
+  interp::SAEConfig cfg;
+  cfg.architecture = "topk";
+  cfg.d_in = 16, cfg.d_sae = 64, cfg.k = 4, cfg.seed = 3;
+  interp::SAE sae(cfg);
+  sae.set_norm_scale(2.5);  // folded into the weights on save
+  const std::string dir = ::testing::TempDir() + "/sae-sparsify-out/layers.3";
+  std::filesystem::remove_all(dir);
+  sae.save_sparsify(dir);
+  interp::SAE back = interp::SAE::load(dir);
+  at::NoGradGuard g;
+  at::Tensor x = at::randn({20, 16});
+  EXPECT_TRUE(interp::test::close(back.decode(back.encode(x)), sae.decode(sae.encode(x)), 1e-5, "round trip"));
+  EXPECT_EQ(back.config().hook_name, "layers.3");
+  interp::SAEConfig std_cfg = cfg;
+  std_cfg.architecture = "standard";
+  EXPECT_THROW(interp::SAE(std_cfg).save_sparsify(dir + "-x"), interp::Error);
+}

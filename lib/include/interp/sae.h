@@ -86,6 +86,11 @@ class SAE {
   // SAELens layout: DIR/cfg.json + DIR/sae_weights.safetensors (W_enc, W_dec, b_enc, b_dec[, threshold]).
   // save() folds norm_scale into the weights, so the saved SAE takes raw activations.
   void save(const std::string& dir) const;
+  // EleutherAI sparsify layout (TopK only): DIR/cfg.json + DIR/sae.safetensors (encoder.weight
+  // [d_sae, d_in], encoder.bias, W_dec [d_sae, d_in], b_dec).
+  void save_sparsify(const std::string& dir) const;
+  // Reads either layout (detected; see sae_inspect). A folder holding several SAEs by hook is an
+  // error naming them: pass one of its subfolders.
   static SAE load(const std::string& dir);
   void to(const c10::Device& device);
 
@@ -94,6 +99,18 @@ class SAE {
   at::Tensor W_enc_, W_dec_, b_enc_, b_dec_, threshold_;
   double batch_threshold_ = 0;  // batchtopk inference threshold (running estimate)
 };
+
+// What an SAE folder holds, as SAE::load reads it.
+struct SAEFolderInfo {
+  std::string dir;
+  std::string format;              // "saelens" or "sparsify"
+  SAEConfig config;                // as loaded (d_in, d_sae, architecture, k, hook_name, ...)
+  std::string weights_dtype;       // of the stored weights ("F32", "BF16", ...); loaded as float32
+  std::vector<std::string> notes;  // what loading changes (a folded bias, a converted dtype)
+};
+// The SAEs under `dir`: dir itself if it holds one, else each subfolder that does, sorted (a SAELens
+// release or a sparsify run holds one folder per hook). Throws interp::Error if there are none.
+std::vector<SAEFolderInfo> sae_inspect(const std::string& dir);
 
 // The architecture registry: activation function and sparsity penalty by name.
 struct SAEArchitecture {

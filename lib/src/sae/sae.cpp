@@ -250,31 +250,4 @@ void SAE::save(const std::string& dir) const {
   f.commit();
 }
 
-SAE SAE::load(const std::string& dir) {
-  std::ifstream in(fs::path(dir) / "cfg.json");
-  if (!in) throw Error(fmt::format("{}: no cfg.json; an SAE folder (SAELens layout) holds cfg.json and sae_weights.safetensors", dir));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  SAEConfig cfg = SAEConfig::from_json(ss.str(), (fs::path(dir) / "cfg.json").string());
-  cfg.norm_scale = 1.0;
-  SafetensorsFile f = safetensors_load((fs::path(dir) / "sae_weights.safetensors").string());
-  SAE sae(cfg);
-  auto take = [&](const char* name, std::vector<int64_t> shape) {
-    auto it = f.tensors.find(name);
-    if (it == f.tensors.end()) throw Error(fmt::format("{}: sae_weights.safetensors lacks '{}'", dir, name));
-    if (it->second.sizes().vec() != shape)
-      throw Error(fmt::format("{}: '{}' has shape [{}] but cfg.json implies [{}]", dir, name,
-                              fmt::join(it->second.sizes(), ", "), fmt::join(shape, ", ")));
-    return it->second.to(at::kFloat).contiguous().set_requires_grad(true);
-  };
-  sae.W_enc_ = take("W_enc", {cfg.d_in, cfg.d_sae});
-  sae.W_dec_ = take("W_dec", {cfg.d_sae, cfg.d_in});
-  sae.b_enc_ = take("b_enc", {cfg.d_sae});
-  sae.b_dec_ = take("b_dec", {cfg.d_in});
-  if (cfg.architecture == "jumprelu") sae.threshold_ = take("threshold", {cfg.d_sae});
-  if (cfg.architecture == "batchtopk" && f.tensors.count("threshold"))
-    sae.batch_threshold_ = f.tensors.at("threshold")[0].item<double>();
-  return sae;
-}
-
 }  // namespace interp

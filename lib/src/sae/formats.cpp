@@ -1,0 +1,223 @@
+// SAE files in the layouts of other tools: SAELens (interp's own) and EleutherAI sparsify. One
+// reader detects the layout; both map onto interp's formalism
+//   h = act((x - b_dec) @ W_enc + b_enc), x_hat = h @ W_dec + b_dec.
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "interp/error.h"
+#include "interp/safetensors.h"
+#include "interp/sae.h"
+#include "io/atomic_file.h"
+
+namespace interp {
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+std::string read_text(const fs::path& p) {
+  std::ifstream in(p);
+  if (!in) throw Error(fmt::format("{}: cannot read", p.string()));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// "saelens", "sparsify" or "" (no SAE here).
+std::string layout_of(const fs::path& dir) {
+  std::error_code ec;
+  if (!fs::is_regular_file(dir / "cfg.json", ec)) return "";
+  if (fs::is_regular_file(dir / "sae_weights.safetensors", ec)) return "saelens";
+  if (fs::is_regular_file(dir / "sae.safetensors", ec)) return "sparsify";
+  return "";
+}
+
+// A tensor of the file, checked for shape, as float32.
+at::Tensor take(const SafetensorsFile& f, const std::string& file, const std::string& name, std::vector<int64_t> shape,
+                const std::string& implied_by) {
+  auto it = f.tensors.find(name);
+  if (it == f.tensors.end()) throw Error(fmt::format("{} lacks '{}'", file, name));
+  if (it->second.sizes().vec() != shape)
+    throw Error(fmt::format("{}: '{}' has shape [{}] but {} implies [{}]", file, name, fmt::join(it->second.sizes(), ", "),
+                            implied_by, fmt::join(shape, ", ")));
+  return it->second.to(at::kFloat).contiguous();
+}
+
+std::string dtype_of(const SafetensorsFile& f, const std::string& name) {
+  auto it = f.tensors.find(name);
+  if (it == f.tensors.end()) return "?";
+  switch (it->second.scalar_type()) {
+    case at::kFloat: return "F32";
+    case at::kHalf: return "F16";
+    case at::kBFloat16: return "BF16";
+    case at::kDouble: return "F64";
+    default: return c10::toString(it->second.scalar_type());
+  }
+}
+
+// sparsify's cfg.json -> interp's config (TopK; the folder name is the hook point).
+SAEConfig sparsify_config(const fs::path& dir) {
+  const std::string where = (dir / "cfg.json").string();
+  json j;
+  try {
+    j = json::parse(read_text(dir / "cfg.json"));
+  } catch (const json::exception& e) {
+    throw Error(fmt::format("{}: not valid JSON ({})", where, e.what()));
+  }
+  SAEConfig c;
+  try {
+    const std::string act = j.value("activation", "topk");
+    if (act != "topk")
+      throw Error(fmt::format("{}: activation '{}' is not supported (sparsify's topk is)", where, act));
+    if (j.value("transcode", false))
+      throw Error(fmt::format("{}: a transcoder (transcode: true) maps one point to another; interp reads SAEs", where));
+    if (j.value("skip_connection", false))
+      throw Error(fmt::format("{}: skip_connection (W_skip) is not supported", where));
+    c.architecture = "topk";
+    c.d_in = j.at("d_in").get<int64_t>();
+    const int64_t n = j.value("num_latents", int64_t{0});
+    c.d_sae = n > 0 ? n : c.d_in * j.value("expansion_factor", int64_t{0});
+    c.k = j.at("k").get<int64_t>();
+  } catch (const json::exception& e) {
+    throw Error(fmt::format("{}: {} (a sparsify cfg.json has d_in, k and num_latents or expansion_factor)", where,
+                            e.what()));
+  }
+  c.hook_name = dir.filename().string();
+  c.validate();
+  return c;
+}
+
+SAEConfig saelens_config(const fs::path& dir, bool* apply_b_dec_to_input) {
+  const std::string text = read_text(dir / "cfg.json");
+  SAEConfig c = SAEConfig::from_json(text, (dir / "cfg.json").string());
+  c.norm_scale = 1.0;
+  json j = json::parse(text, nullptr, false);
+  *apply_b_dec_to_input = !j.is_object() || !j.contains("apply_b_dec_to_input") ||
+                          !j["apply_b_dec_to_input"].is_boolean() || j["apply_b_dec_to_input"].get<bool>();
+  return c;
+}
+
+std::vector<fs::path> sae_subfolders(const fs::path& dir) {
+  std::vector<fs::path> out;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return out;
+  for (const auto& e : fs::directory_iterator(dir, ec))
+    if (e.is_directory() && !layout_of(e.path()).empty()) out.push_back(e.path());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+[[noreturn]] void no_sae_here(const fs::path& dir) {
+  auto subs = sae_subfolders(dir);
+  if (!subs.empty()) {
+    std::vector<std::string> names;
+    for (const auto& s : subs) names.push_back(s.filename().string());
+    throw Error(fmt::format("{} holds {} SAEs, one per folder: {}; pass one of them (e.g. {})", dir.string(), subs.size(),
+                            fmt::join(names, ", "), (dir / names[0]).string()));
+  }
+  std::error_code ec;
+  if (!fs::exists(dir, ec)) throw Error(fmt::format("{}: no such SAE folder", dir.string()));
+  throw Error(fmt::format("{}: no SAE here: an SAE folder holds cfg.json with sae_weights.safetensors (SAELens) or "
+                          "with sae.safetensors (sparsify)",
+                          dir.string()));
+}
+
+}  // namespace
+
+SAE SAE::load(const std::string& dir_in) {
+  const fs::path dir(dir_in);
+  const std::string layout = layout_of(dir);
+  if (layout.empty()) no_sae_here(dir);
+  if (layout == "sparsify") {
+    SAEConfig cfg = sparsify_config(dir);
+    const std::string file = (dir / "sae.safetensors").string();
+    SafetensorsFile f = safetensors_load(file);
+    SAE sae(cfg);
+    const std::string by = "cfg.json";
+    sae.W_enc_ = take(f, file, "encoder.weight", {cfg.d_sae, cfg.d_in}, by).t().contiguous().set_requires_grad(true);
+    sae.b_enc_ = take(f, file, "encoder.bias", {cfg.d_sae}, by).set_requires_grad(true);
+    sae.W_dec_ = take(f, file, "W_dec", {cfg.d_sae, cfg.d_in}, by).set_requires_grad(true);
+    sae.b_dec_ = take(f, file, "b_dec", {cfg.d_in}, by).set_requires_grad(true);
+    return sae;
+  }
+  bool apply_b_dec = true;
+  SAEConfig cfg = saelens_config(dir, &apply_b_dec);
+  const std::string file = (dir / "sae_weights.safetensors").string();
+  SafetensorsFile f = safetensors_load(file);
+  SAE sae(cfg);
+  const std::string by = "cfg.json";
+  sae.W_enc_ = take(f, file, "W_enc", {cfg.d_in, cfg.d_sae}, by);
+  sae.W_dec_ = take(f, file, "W_dec", {cfg.d_sae, cfg.d_in}, by);
+  sae.b_enc_ = take(f, file, "b_enc", {cfg.d_sae}, by);
+  sae.b_dec_ = take(f, file, "b_dec", {cfg.d_in}, by);
+  // apply_b_dec_to_input = false: h = act(x W_enc + b_enc) = act((x - b_dec) W_enc + (b_enc + b_dec W_enc))
+  if (!apply_b_dec) sae.b_enc_ = (sae.b_enc_ + at::matmul(sae.b_dec_, sae.W_enc_)).contiguous();
+  for (auto* p : {&sae.W_enc_, &sae.W_dec_, &sae.b_enc_, &sae.b_dec_}) p->set_requires_grad(true);
+  if (cfg.architecture == "jumprelu") sae.threshold_ = take(f, file, "threshold", {cfg.d_sae}, by).set_requires_grad(true);
+  if (cfg.architecture == "batchtopk" && f.tensors.count("threshold"))
+    sae.batch_threshold_ = f.tensors.at("threshold")[0].item<double>();
+  return sae;
+}
+
+void SAE::save_sparsify(const std::string& dir) const {
+  if (cfg_.architecture != "topk")
+    throw Error(fmt::format("the sparsify layout holds TopK SAEs; this one is {} (save it in SAELens's layout)",
+                            cfg_.architecture));
+  at::NoGradGuard g;
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) throw Error(fmt::format("{}: cannot create ({})", dir, ec.message()));
+  const double s = cfg_.norm_scale;  // folded in, as save() does
+  std::map<std::string, at::Tensor> t = {{"encoder.weight", (W_enc_ * s).t().contiguous().cpu()},
+                                         {"encoder.bias", b_enc_.cpu()},
+                                         {"W_dec", (W_dec_ / s).cpu()},
+                                         {"b_dec", (b_dec_ / s).cpu()}};
+  safetensors_save((fs::path(dir) / "sae.safetensors").string(), t, {{"format", "pt"}});
+  json j = {{"activation", "topk"},     {"expansion_factor", cfg_.d_sae / std::max<int64_t>(1, cfg_.d_in)},
+            {"normalize_decoder", true}, {"num_latents", cfg_.d_sae},
+            {"k", cfg_.k},               {"multi_topk", false},
+            {"skip_connection", false},  {"transcode", false},
+            {"d_in", cfg_.d_in}};
+  const std::string text = j.dump(2) + "\n";
+  AtomicFile f((fs::path(dir) / "cfg.json").string());
+  f.write(text.data(), text.size());
+  f.commit();
+}
+
+std::vector<SAEFolderInfo> sae_inspect(const std::string& dir_in) {
+  const fs::path dir(dir_in);
+  std::vector<fs::path> dirs;
+  if (!layout_of(dir).empty()) dirs.push_back(dir);
+  else dirs = sae_subfolders(dir);
+  if (dirs.empty()) no_sae_here(dir);
+  std::vector<SAEFolderInfo> out;
+  for (const auto& d : dirs) {
+    SAEFolderInfo info;
+    info.dir = d.string();
+    info.format = layout_of(d);
+    if (info.format == "sparsify") {
+      info.config = sparsify_config(d);
+      SafetensorsFile f = safetensors_load((d / "sae.safetensors").string());
+      info.weights_dtype = dtype_of(f, "encoder.weight");
+      info.notes.push_back("encoder.weight [d_sae, d_in] read as W_enc [d_in, d_sae]; the folder name is the hook");
+    } else {
+      bool apply_b_dec = true;
+      info.config = saelens_config(d, &apply_b_dec);
+      SafetensorsFile f = safetensors_load((d / "sae_weights.safetensors").string());
+      info.weights_dtype = dtype_of(f, "W_enc");
+      if (!apply_b_dec) info.notes.push_back("apply_b_dec_to_input = false: b_dec @ W_enc folded into b_enc");
+    }
+    if (info.weights_dtype != "F32") info.notes.push_back(info.weights_dtype + " weights converted to float32");
+    out.push_back(std::move(info));
+  }
+  return out;
+}
+
+}  // namespace interp

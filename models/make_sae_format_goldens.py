@@ -1,0 +1,107 @@
+#!/usr/bin/env python3
+"""SAE files in other tools' layouts, written with plain torch following their documented layouts,
+with the outputs each tool's own arithmetic gives (the goldens interp's readers must reproduce).
+
+Writes tests/fixtures/sae_formats/:
+  sparsify/layers.0/, sparsify/layers.1/   EleutherAI sparsify: cfg.json ({"activation": "topk", "k",
+                                           "num_latents", "expansion_factor", ..., "d_in"}) and
+                                           sae.safetensors (encoder.weight [d_sae, d_in], encoder.bias,
+                                           W_dec [d_sae, d_in], b_dec), bfloat16 for layers.1
+  saelens_release/blocks.0.hook_resid_pre/ SAELens, several SAEs by hook in one folder (as releases are
+  saelens_release/blocks.1.hook_resid_pre/ laid out): cfg.json + sae_weights.safetensors; blocks.1 has
+                                           apply_b_dec_to_input = false
+  golden.safetensors                       x [32, d_in] and, per SAE, the dense latents h and the
+                                           reconstruction x_hat
+
+Arithmetic:
+  sparsify   top-k of relu(encoder(x - b_dec)); x_hat = sum of the k latents' W_dec rows + b_dec
+  SAELens    h = relu((x - b_dec * apply_b_dec_to_input) @ W_enc + b_enc); x_hat = h @ W_dec + b_dec
+
+  python3 models/make_sae_format_goldens.py
+"""
+import json
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import safetensors_io  # noqa: E402
+
+D_IN, D_SAE, K = 16, 64, 4
+
+
+def sparsify_sae(seed, dtype):
+    g = torch.Generator().manual_seed(seed)
+    enc_w = (torch.randn(D_SAE, D_IN, generator=g) / D_IN ** 0.5).to(dtype)
+    enc_b = (torch.randn(D_SAE, generator=g) * 0.05).to(dtype)
+    w_dec = torch.randn(D_SAE, D_IN, generator=g)
+    w_dec = (w_dec / w_dec.norm(dim=1, keepdim=True)).to(dtype)
+    b_dec = (torch.randn(D_IN, generator=g) * 0.1).to(dtype)
+    return {"encoder.weight": enc_w, "encoder.bias": enc_b, "W_dec": w_dec, "b_dec": b_dec}
+
+
+def sparsify_forward(t, x):
+    f = {k: v.float() for k, v in t.items()}
+    pre = torch.relu((x - f["b_dec"]) @ f["encoder.weight"].T + f["encoder.bias"])
+    acts, idx = pre.topk(K, dim=-1)
+    h = torch.zeros_like(pre).scatter(-1, idx, acts)
+    x_hat = (f["W_dec"][idx] * acts[..., None]).sum(-2) + f["b_dec"]
+    return h, x_hat
+
+
+def saelens_sae(seed):
+    g = torch.Generator().manual_seed(seed)
+    return {"W_enc": torch.randn(D_IN, D_SAE, generator=g) / D_IN ** 0.5,
+            "W_dec": torch.randn(D_SAE, D_IN, generator=g) / D_IN ** 0.5,
+            "b_enc": torch.randn(D_SAE, generator=g) * 0.05 - 0.1,
+            "b_dec": torch.randn(D_IN, generator=g) * 0.1}
+
+
+def saelens_forward(t, x, apply_b_dec_to_input):
+    xin = x - t["b_dec"] if apply_b_dec_to_input else x
+    h = torch.relu(xin @ t["W_enc"] + t["b_enc"])
+    return h, h @ t["W_dec"] + t["b_dec"]
+
+
+def write_json(path, obj):
+    with open(path, "w") as f:
+        json.dump(obj, f, indent=2)
+
+
+def main():
+    here = os.path.dirname(os.path.abspath(__file__))
+    out = os.path.join(here, "..", "tests", "fixtures", "sae_formats")
+    x = torch.randn(32, D_IN, generator=torch.Generator().manual_seed(7))
+    golden = {"x": x}
+    for layer, dtype in [(0, torch.float32), (1, torch.bfloat16)]:
+        d = os.path.join(out, "sparsify", f"layers.{layer}")
+        os.makedirs(d, exist_ok=True)
+        t = sparsify_sae(10 + layer, dtype)
+        safetensors_io.save(t, os.path.join(d, "sae.safetensors"), {"format": "pt"})
+        write_json(os.path.join(d, "cfg.json"),
+                   {"activation": "topk", "expansion_factor": D_SAE // D_IN, "normalize_decoder": True,
+                    "num_latents": D_SAE, "k": K, "multi_topk": False, "skip_connection": False,
+                    "transcode": False, "d_in": D_IN})
+        h, x_hat = sparsify_forward(t, x)
+        golden[f"sparsify/layers.{layer}.h"], golden[f"sparsify/layers.{layer}.x_hat"] = h, x_hat
+    for layer, apply in [(0, True), (1, False)]:
+        hook = f"blocks.{layer}.hook_resid_pre"
+        d = os.path.join(out, "saelens_release", hook)
+        os.makedirs(d, exist_ok=True)
+        t = saelens_sae(20 + layer)
+        safetensors_io.save(t, os.path.join(d, "sae_weights.safetensors"), {"format": "pt"})
+        write_json(os.path.join(d, "cfg.json"),
+                   {"architecture": "standard", "d_in": D_IN, "d_sae": D_SAE, "dtype": "float32",
+                    "device": "cpu", "model_name": "tiny", "hook_name": hook, "hook_layer": layer,
+                    "hook_head_index": None, "activation_fn_str": "relu", "activation_fn_kwargs": {},
+                    "apply_b_dec_to_input": apply, "finetuning_scaling_factor": False, "context_size": 16,
+                    "dataset_path": "", "prepend_bos": True, "normalize_activations": "none"})
+        h, x_hat = saelens_forward(t, x, apply)
+        golden[f"saelens_release/{hook}.h"], golden[f"saelens_release/{hook}.x_hat"] = h, x_hat
+    safetensors_io.save(golden, os.path.join(out, "golden.safetensors"), {"d_in": str(D_IN), "d_sae": str(D_SAE)})
+    print(f"wrote {out}: {len(golden) - 1} golden tensors")
+
+
+if __name__ == "__main__":
+    main()
