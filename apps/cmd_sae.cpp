@@ -166,7 +166,7 @@ void register_eval_sae(CLI::App& app) {
     uint64_t seed = 1;
   };
   auto a = std::make_shared<Args>();
-  cmd->add_option("--sae", a->sae, "SAE folder (SAELens or sparsify layout)")->required();
+  cmd->add_option("--sae", a->sae, "SAE folder (SAELens, sparsify or dictionary_learning layout)")->required();
   a->model.add_to(*cmd, "--model", "TorchScript model the SAE was trained on");
   a->corpus.add_to(*cmd);
   cmd->add_option("--hook", a->hook, "hook point (default: the SAE's hook_name)");

@@ -8,7 +8,7 @@
 namespace interp::app {
 
 void register_sae_info(CLI::App& app) {
-  auto* cmd = app.add_subcommand("sae", "Inspect SAE folders (SAELens or sparsify layout)");
+  auto* cmd = app.add_subcommand("sae", "Inspect SAE folders (SAELens, sparsify or dictionary_learning layout)");
   cmd->require_subcommand(1);
   auto* info = cmd->add_subcommand("info", "Print the format, architecture, sizes and hook of the SAEs in a folder");
   auto dir = std::make_shared<std::string>();

@@ -10,6 +10,9 @@ Writes tests/fixtures/sae_formats/:
   saelens_release/blocks.0.hook_resid_pre/ SAELens, several SAEs by hook in one folder (as releases are
   saelens_release/blocks.1.hook_resid_pre/ laid out): cfg.json + sae_weights.safetensors; blocks.1 has
                                            apply_b_dec_to_input = false
+  dictionary_learning/{standard,topk,batchtopk,jumprelu}/
+                                           dictionary_learning: ae.pt (a state dict saved with
+                                           torch.save) + config.json ({"trainer": {"dict_class", ...}})
   golden.safetensors                       x [32, d_in] and, per SAE, the dense latents h and the
                                            reconstruction x_hat
 
@@ -64,6 +67,66 @@ def saelens_forward(t, x, apply_b_dec_to_input):
     return h, h @ t["W_dec"] + t["b_dec"]
 
 
+def dictionary_learning_saes():
+    """dictionary_learning's classes as state dicts saved with torch.save (ae.pt), the trainer
+    config beside them (config.json), and each class's encode/decode:
+      AutoEncoder          encoder (Linear d_in->d_sae), decoder (Linear d_sae->d_in, no bias), bias;
+                           f = relu(encoder(x - bias)), x_hat = decoder(f) + bias
+      AutoEncoderTopK      encoder, decoder (no bias), b_dec, k (int buffer), threshold;
+                           f = top-k of relu(encoder(x - b_dec)), x_hat = decoder(f) + b_dec
+      BatchTopKSAE         the same parameters; inference keeps relu(...) > threshold
+      JumpReluAutoEncoder  W_enc [d_in, d_sae], b_enc, W_dec, b_dec, threshold (apply_b_dec_to_input
+                           False); f = relu(pre * (pre > threshold)) * |W_dec rows|,
+                           x_hat = (f / |W_dec rows|) @ W_dec + b_dec
+    """
+    g = torch.Generator().manual_seed(30)
+
+    def lin(o, i):
+        return torch.randn(o, i, generator=g) / i ** 0.5
+
+    def trainer(dict_class, **extra):
+        return {"trainer": {"dict_class": dict_class, "activation_dim": D_IN, "dict_size": D_SAE, "layer": 1,
+                            "lm_name": "tiny", "submodule_name": "resid_post_layer_1", **extra},
+                "buffer": {"d_submodule": D_IN, "ctx_len": 16}}
+
+    std = {"bias": torch.randn(D_IN, generator=g) * 0.1, "encoder.weight": lin(D_SAE, D_IN),
+           "encoder.bias": torch.randn(D_SAE, generator=g) * 0.05 - 0.05, "decoder.weight": lin(D_IN, D_SAE)}
+
+    def std_fwd(t, x):
+        f = torch.relu((x - t["bias"]) @ t["encoder.weight"].T + t["encoder.bias"])
+        return f, f @ t["decoder.weight"].T + t["bias"]
+
+    topk = {"k": torch.tensor(K, dtype=torch.int), "threshold": torch.tensor(0.05), "encoder.weight": lin(D_SAE, D_IN),
+            "encoder.bias": torch.randn(D_SAE, generator=g) * 0.05, "decoder.weight": lin(D_IN, D_SAE),
+            "b_dec": torch.randn(D_IN, generator=g) * 0.1}
+
+    def topk_fwd(t, x):
+        post = torch.relu((x - t["b_dec"]) @ t["encoder.weight"].T + t["encoder.bias"])
+        v, i = post.topk(int(t["k"]), dim=-1)
+        f = torch.zeros_like(post).scatter(-1, i, v)
+        return f, f @ t["decoder.weight"].T + t["b_dec"]
+
+    def batchtopk_fwd(t, x):
+        post = torch.relu((x - t["b_dec"]) @ t["encoder.weight"].T + t["encoder.bias"])
+        f = post * (post > t["threshold"])
+        return f, f @ t["decoder.weight"].T + t["b_dec"]
+
+    w_dec = lin(D_SAE, D_IN) * (0.5 + torch.rand(D_SAE, 1, generator=g))  # rows not unit norm
+    jump = {"W_enc": lin(D_IN, D_SAE), "b_enc": torch.randn(D_SAE, generator=g) * 0.05, "W_dec": w_dec,
+            "b_dec": torch.randn(D_IN, generator=g) * 0.1, "threshold": torch.rand(D_SAE, generator=g) * 0.2}
+
+    def jump_fwd(t, x):
+        pre = x @ t["W_enc"] + t["b_enc"]
+        n = t["W_dec"].norm(dim=1)
+        f = torch.relu(pre * (pre > t["threshold"])) * n
+        return f, (f / n) @ t["W_dec"] + t["b_dec"]
+
+    return {"standard": (std, trainer("AutoEncoder", trainer_class="StandardTrainer"), std_fwd),
+            "topk": (topk, trainer("AutoEncoderTopK", trainer_class="TopKTrainer", k=K), topk_fwd),
+            "batchtopk": (dict(topk), trainer("BatchTopKSAE", trainer_class="BatchTopKTrainer", k=K), batchtopk_fwd),
+            "jumprelu": (jump, trainer("JumpReluAutoEncoder", trainer_class="JumpReluTrainer"), jump_fwd)}
+
+
 def write_json(path, obj):
     with open(path, "w") as f:
         json.dump(obj, f, indent=2)
@@ -99,6 +162,13 @@ def main():
                     "dataset_path": "", "prepend_bos": True, "normalize_activations": "none"})
         h, x_hat = saelens_forward(t, x, apply)
         golden[f"saelens_release/{hook}.h"], golden[f"saelens_release/{hook}.x_hat"] = h, x_hat
+    for name, (state, cfg, fwd) in dictionary_learning_saes().items():
+        d = os.path.join(out, "dictionary_learning", name)
+        os.makedirs(d, exist_ok=True)
+        torch.save(state, os.path.join(d, "ae.pt"))
+        write_json(os.path.join(d, "config.json"), cfg)
+        h, x_hat = fwd(state, x)
+        golden[f"dictionary_learning/{name}.h"], golden[f"dictionary_learning/{name}.x_hat"] = h, x_hat
     safetensors_io.save(golden, os.path.join(out, "golden.safetensors"), {"d_in": str(D_IN), "d_sae": str(D_SAE)})
     print(f"wrote {out}: {len(golden) - 1} golden tensors")
 

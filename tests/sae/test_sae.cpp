@@ -476,7 +476,9 @@ TEST(Formats, SparsifyAndSAELensFoldersReproduceTheirTools) {
   const at::Tensor& x = golden.tensors.at("x");
   int n = 0;
   for (const std::string name : {"sparsify/layers.0", "sparsify/layers.1", "saelens_release/blocks.0.hook_resid_pre",
-                                 "saelens_release/blocks.1.hook_resid_pre"}) {
+                                 "saelens_release/blocks.1.hook_resid_pre", "dictionary_learning/standard",
+                                 "dictionary_learning/topk", "dictionary_learning/batchtopk",
+                                 "dictionary_learning/jumprelu"}) {
     interp::SAE sae = interp::SAE::load(formats(name));
     at::NoGradGuard g;
     at::Tensor h = sae.encode(x);
@@ -487,7 +489,14 @@ TEST(Formats, SparsifyAndSAELensFoldersReproduceTheirTools) {
     std::printf("  %s\n  %s\n", rh.message(), rx.message());
     ++n;
   }
-  EXPECT_EQ(n, 4);
+  EXPECT_EQ(n, 8);
+  auto dl = interp::sae_inspect(formats("dictionary_learning"));
+  ASSERT_EQ(dl.size(), 4u);
+  std::vector<std::string> archs;
+  for (const auto& i : dl) archs.push_back(i.config.architecture + "/" + i.format);
+  EXPECT_EQ(archs, (std::vector<std::string>{"batchtopk/dictionary_learning", "jumprelu/dictionary_learning",
+                                             "standard/dictionary_learning", "topk/dictionary_learning"}));
+  EXPECT_EQ(dl[0].config.hook_name, "resid_post_layer_1");
   auto info = interp::sae_inspect(formats("sparsify/layers.1"));
   ASSERT_EQ(info.size(), 1u);
   EXPECT_EQ(info[0].format, "sparsify");
@@ -517,6 +526,19 @@ TEST(Formats, AFolderOfSAEsByHookIsListed) {
     ADD_FAILURE() << "no error";
   } catch (const interp::Error& e) {
     EXPECT_NE(std::string(e.what()).find("no SAE here"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Formats, ABrokenAePtIsAClearError) {
+  const std::string dir = ::testing::TempDir() + "/sae-broken-ae";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir + "/ae.pt") << "this is not a torch.save file";
+  try {
+    interp::SAE::load(dir);
+    ADD_FAILURE() << "no error";
+  } catch (const interp::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("not a state dict saved with torch.save"), std::string::npos) << e.what();
   }
 }
 

@@ -81,6 +81,10 @@ class SAE {
   // Training settings a cfg.json from another tool may not carry.
   void set_loss_coefficients(double l1_coefficient, int64_t aux_k, double aux_coefficient, double bandwidth);
   void set_inference_threshold(double t) { batch_threshold_ = t; }  // batchtopk
+  // Replaces the weights (shapes as above; threshold only for jumprelu), e.g. read from another
+  // tool's file. Throws interp::Error for a shape that does not fit the config.
+  void load_weights(const at::Tensor& W_enc, const at::Tensor& b_enc, const at::Tensor& W_dec, const at::Tensor& b_dec,
+                    const at::Tensor& threshold = {});
   double inference_threshold() const { return batch_threshold_; }
 
   // SAELens layout: DIR/cfg.json + DIR/sae_weights.safetensors (W_enc, W_dec, b_enc, b_dec[, threshold]).
@@ -89,7 +93,7 @@ class SAE {
   // EleutherAI sparsify layout (TopK only): DIR/cfg.json + DIR/sae.safetensors (encoder.weight
   // [d_sae, d_in], encoder.bias, W_dec [d_sae, d_in], b_dec).
   void save_sparsify(const std::string& dir) const;
-  // Reads either layout (detected; see sae_inspect). A folder holding several SAEs by hook is an
+  // Reads SAELens, sparsify or dictionary_learning folders (detected; see sae_inspect). A folder holding several SAEs by hook is an
   // error naming them: pass one of its subfolders.
   static SAE load(const std::string& dir);
   void to(const c10::Device& device);
@@ -103,7 +107,7 @@ class SAE {
 // What an SAE folder holds, as SAE::load reads it.
 struct SAEFolderInfo {
   std::string dir;
-  std::string format;              // "saelens" or "sparsify"
+  std::string format;              // "saelens", "sparsify" or "dictionary_learning"
   SAEConfig config;                // as loaded (d_in, d_sae, architecture, k, hook_name, ...)
   std::string weights_dtype;       // of the stored weights ("F32", "BF16", ...); loaded as float32
   std::vector<std::string> notes;  // what loading changes (a folded bias, a converted dtype)

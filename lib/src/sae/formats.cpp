@@ -1,4 +1,5 @@
-// SAE files in the layouts of other tools: SAELens (interp's own) and EleutherAI sparsify. One
+// SAE files in the layouts of other tools: SAELens (interp's own), EleutherAI sparsify and
+// dictionary_learning (ae.pt state dicts, read with LibTorch's unpickler: no Python). One
 // reader detects the layout; both map onto interp's formalism
 //   h = act((x - b_dec) @ W_enc + b_enc), x_hat = h @ W_dec + b_dec.
 #include <ATen/ATen.h>
@@ -11,9 +12,14 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include <torch/csrc/jit/serialization/pickle.h>
+
+#include <map>
+
 #include "interp/error.h"
 #include "interp/safetensors.h"
 #include "interp/sae.h"
+#include "interp/util.h"
 #include "io/atomic_file.h"
 
 namespace interp {
@@ -30,9 +36,10 @@ std::string read_text(const fs::path& p) {
   return ss.str();
 }
 
-// "saelens", "sparsify" or "" (no SAE here).
+// "saelens", "sparsify", "dictionary_learning" or "" (no SAE here).
 std::string layout_of(const fs::path& dir) {
   std::error_code ec;
+  if (fs::is_regular_file(dir / "ae.pt", ec)) return "dictionary_learning";
   if (!fs::is_regular_file(dir / "cfg.json", ec)) return "";
   if (fs::is_regular_file(dir / "sae_weights.safetensors", ec)) return "saelens";
   if (fs::is_regular_file(dir / "sae.safetensors", ec)) return "sparsify";
@@ -104,6 +111,121 @@ SAEConfig saelens_config(const fs::path& dir, bool* apply_b_dec_to_input) {
   return c;
 }
 
+// ---- dictionary_learning: ae.pt (a state dict saved with torch.save) + config.json ---------------
+
+struct DictionaryLearning {
+  std::string dict_class;  // AutoEncoder, AutoEncoderNew, AutoEncoderTopK, BatchTopKSAE, JumpReluAutoEncoder
+  std::map<std::string, at::Tensor> state;
+  std::string hook;        // the trainer's submodule_name, if any
+  std::string weights_dtype;
+};
+
+DictionaryLearning read_dictionary_learning(const fs::path& dir) {
+  const std::string file = (dir / "ae.pt").string();
+  std::ifstream in(file, std::ios::binary);
+  if (!in) throw Error(fmt::format("{}: cannot read", file));
+  std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  c10::IValue v;
+  try {
+    v = torch::jit::pickle_load(bytes);
+  } catch (const c10::Error& e) {
+    throw Error(fmt::format("{}: not a state dict saved with torch.save ({})", file,
+                            error_summary(e.what_without_backtrace())));
+  }
+  if (!v.isGenericDict()) throw Error(fmt::format("{}: holds {}, not a state dict", file, v.tagKind()));
+  DictionaryLearning d;
+  for (const auto& e : v.toGenericDict()) {
+    if (!e.key().isString() || !e.value().isTensor())
+      throw Error(fmt::format("{}: a state dict maps names to tensors; found {} -> {}", file, e.key().tagKind(),
+                              e.value().tagKind()));
+    d.state[e.key().toStringRef()] = e.value().toTensor();
+  }
+  json cfg;
+  if (fs::exists(dir / "config.json")) {
+    try {
+      cfg = json::parse(read_text(dir / "config.json"));
+    } catch (const json::exception& e) {
+      throw Error(fmt::format("{}: not valid JSON ({})", (dir / "config.json").string(), e.what()));
+    }
+  }
+  const json trainer = cfg.is_object() && cfg.contains("trainer") && cfg["trainer"].is_object() ? cfg["trainer"] : json::object();
+  d.dict_class = trainer.value("dict_class", "");
+  if (trainer.contains("submodule_name") && trainer["submodule_name"].is_string()) d.hook = trainer["submodule_name"];
+  if (d.dict_class.empty()) {  // no config: tell the class by its parameters
+    auto has = [&](const char* k) { return d.state.count(k) > 0; };
+    d.dict_class = has("r_mag")            ? "GatedAutoEncoder"
+                   : has("W_enc")          ? "JumpReluAutoEncoder"
+                   : has("k")              ? "AutoEncoderTopK"
+                   : has("decoder.bias")   ? "AutoEncoderNew"
+                                           : "AutoEncoder";
+  }
+  for (const char* name : {"encoder.weight", "W_enc"})
+    if (d.state.count(name)) d.weights_dtype = c10::toString(d.state[name].scalar_type());
+  return d;
+}
+
+// dictionary_learning's classes in interp's formalism (see docs/sae.md): the config, and the weights.
+SAE dictionary_learning_sae(const fs::path& dir, const DictionaryLearning& d, SAEConfig* cfg_out) {
+  const std::string file = (dir / "ae.pt").string();
+  auto get = [&](const char* name) {
+    auto it = d.state.find(name);
+    if (it == d.state.end()) throw Error(fmt::format("{}: {} lacks '{}'", file, d.dict_class, name));
+    return it->second.to(at::kFloat).contiguous();
+  };
+  SAEConfig cfg;
+  cfg.hook_name = d.hook;
+  at::Tensor W_enc, b_enc, W_dec, b_dec, threshold;
+  double batch_threshold = 0;
+  const std::string& c = d.dict_class;
+  if (c == "AutoEncoder" || c == "AutoEncoderNew") {
+    cfg.architecture = "standard";
+    W_enc = get("encoder.weight").t();
+    b_enc = get("encoder.bias");
+    W_dec = get("decoder.weight").t();
+    if (c == "AutoEncoder") {
+      b_dec = get("bias");
+    } else {  // relu(encoder(x)), decoder(f) with its bias: b_dec is the decoder's bias, folded into b_enc
+      b_dec = get("decoder.bias");
+      b_enc = b_enc + at::matmul(b_dec, W_enc);
+    }
+  } else if (c == "AutoEncoderTopK" || c == "BatchTopKSAE") {
+    cfg.architecture = c == "AutoEncoderTopK" ? "topk" : "batchtopk";
+    W_enc = get("encoder.weight").t();
+    b_enc = get("encoder.bias");
+    W_dec = get("decoder.weight").t();
+    b_dec = get("b_dec");
+    cfg.k = get("k").item<int64_t>();
+    if (c == "BatchTopKSAE") batch_threshold = get("threshold").item<double>();
+  } else if (c == "JumpReluAutoEncoder") {
+    // f = relu(pre * (pre > t)) * |W_dec rows|, x_hat = (f / |W_dec rows|) W_dec + b_dec, and the encoder
+    // reads x (apply_b_dec_to_input False): scale latent i by n_i = |W_dec row i| throughout.
+    cfg.architecture = "jumprelu";
+    W_dec = get("W_dec");
+    at::Tensor n = W_dec.norm(2, 1);
+    W_enc = get("W_enc") * n;
+    b_dec = get("b_dec");
+    b_enc = get("b_enc") * n + at::matmul(b_dec, W_enc);
+    threshold = get("threshold") * n;
+    W_dec = W_dec / n.unsqueeze(1);
+  } else {
+    throw Error(fmt::format("{}: {} is not an architecture interp has yet (it reads AutoEncoder, AutoEncoderNew, "
+                            "AutoEncoderTopK, BatchTopKSAE and JumpReluAutoEncoder)",
+                            file, c));
+  }
+  cfg.d_in = W_enc.size(0);
+  cfg.d_sae = W_enc.size(1);
+  if (W_dec.sizes() != at::IntArrayRef{cfg.d_sae, cfg.d_in} || b_enc.sizes() != at::IntArrayRef{cfg.d_sae} ||
+      b_dec.sizes() != at::IntArrayRef{cfg.d_in})
+    throw Error(fmt::format("{}: the shapes of {}'s parameters do not agree (encoder [{}], decoder [{}])", file, c,
+                            fmt::join(W_enc.sizes(), ", "), fmt::join(W_dec.sizes(), ", ")));
+  cfg.validate();
+  if (cfg_out) *cfg_out = cfg;
+  SAE sae(cfg);
+  sae.load_weights(W_enc, b_enc, W_dec, b_dec, threshold);
+  if (cfg.architecture == "batchtopk") sae.set_inference_threshold(batch_threshold);
+  return sae;
+}
+
 std::vector<fs::path> sae_subfolders(const fs::path& dir) {
   std::vector<fs::path> out;
   std::error_code ec;
@@ -135,6 +257,7 @@ SAE SAE::load(const std::string& dir_in) {
   const fs::path dir(dir_in);
   const std::string layout = layout_of(dir);
   if (layout.empty()) no_sae_here(dir);
+  if (layout == "dictionary_learning") return dictionary_learning_sae(dir, read_dictionary_learning(dir), nullptr);
   if (layout == "sparsify") {
     SAEConfig cfg = sparsify_config(dir);
     const std::string file = (dir / "sae.safetensors").string();
@@ -164,6 +287,20 @@ SAE SAE::load(const std::string& dir_in) {
   if (cfg.architecture == "batchtopk" && f.tensors.count("threshold"))
     sae.batch_threshold_ = f.tensors.at("threshold")[0].item<double>();
   return sae;
+}
+
+void SAE::load_weights(const at::Tensor& W_enc, const at::Tensor& b_enc, const at::Tensor& W_dec,
+                       const at::Tensor& b_dec, const at::Tensor& threshold) {
+  auto fit = [&](const at::Tensor& t, std::vector<int64_t> shape, const char* name) {
+    if (!t.defined() || t.sizes().vec() != shape)
+      throw Error(fmt::format("SAE weights: '{}' must be [{}] for this config", name, fmt::join(shape, ", ")));
+    return t.detach().to(at::kFloat).contiguous().clone().set_requires_grad(true);
+  };
+  W_enc_ = fit(W_enc, {cfg_.d_in, cfg_.d_sae}, "W_enc");
+  b_enc_ = fit(b_enc, {cfg_.d_sae}, "b_enc");
+  W_dec_ = fit(W_dec, {cfg_.d_sae, cfg_.d_in}, "W_dec");
+  b_dec_ = fit(b_dec, {cfg_.d_in}, "b_dec");
+  if (cfg_.architecture == "jumprelu") threshold_ = fit(threshold, {cfg_.d_sae}, "threshold");
 }
 
 void SAE::save_sparsify(const std::string& dir) const {
@@ -202,7 +339,16 @@ std::vector<SAEFolderInfo> sae_inspect(const std::string& dir_in) {
     SAEFolderInfo info;
     info.dir = d.string();
     info.format = layout_of(d);
-    if (info.format == "sparsify") {
+    if (info.format == "dictionary_learning") {
+      DictionaryLearning dl = read_dictionary_learning(d);
+      dictionary_learning_sae(d, dl, &info.config);
+      info.weights_dtype = dl.weights_dtype == "Float" ? "F32" : dl.weights_dtype;
+      info.notes.push_back(fmt::format("{} (ae.pt, a torch.save state dict) read as {}", dl.dict_class,
+                                       info.config.architecture));
+      if (dl.dict_class == "JumpReluAutoEncoder")
+        info.notes.push_back("latents scaled by the decoder row norms as dictionary_learning's are; the encoder's "
+                             "input without b_dec folded into b_enc");
+    } else if (info.format == "sparsify") {
       info.config = sparsify_config(d);
       SafetensorsFile f = safetensors_load((d / "sae.safetensors").string());
       info.weights_dtype = dtype_of(f, "encoder.weight");
