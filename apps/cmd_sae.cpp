@@ -24,6 +24,7 @@ void register_sae(CLI::App& app) {
   struct Args {
     bool synthetic = false;
     std::string activations, hook, out, arch = "topk", frequencies = "uniform", model, data, tokenizer;
+    std::string name_map, output, device = "cpu";
     int64_t ctx = 128;
     int64_t features = 512, d = 256, d_sae = 2048, k = 32, steps = 5000, batch = 4096, warmup = 0, l1_warmup = 0,
             checkpoint_every = 1000, resample_every = 0;
@@ -33,7 +34,9 @@ void register_sae(CLI::App& app) {
   };
   auto a = std::make_shared<Args>();
   auto* syn = cmd->add_flag("--synthetic", a->synthetic, "train on synthetic superposition with known features");
-  auto* act = cmd->add_option("--activations", a->activations, "activation store folder (interp capture)");
+  auto* act = cmd->add_option("--activations", a->activations,
+                              "activation store folder (interp capture), or activations from other tools: a "
+                              ".safetensors or .npy file of [rows, d_in] (or [n, ctx, d_in]), or a folder of them");
   auto* live = cmd->add_option("--model", a->model, "train on a live model's activations at --hook (no disk)");
   syn->excludes(act);
   syn->excludes(live);
@@ -41,7 +44,11 @@ void register_sae(CLI::App& app) {
   cmd->add_option("--data", a->data, "with --model: corpus (Brown folder, text, or token file)");
   cmd->add_option("--tokenizer", a->tokenizer, "with --model: sentencepiece .model for text corpora");
   cmd->add_option("--ctx", a->ctx, "with --model: tokens per context")->capture_default_str();
-  cmd->add_option("--hook", a->hook, "hook point in the store (default: its only one)");
+  cmd->add_option("--hook", a->hook, "hook point in the store (default: its only one); for a .safetensors file of "
+                  "several tensors, the tensor's name; written into the SAE's cfg.json");
+  cmd->add_option("--name-map", a->name_map, "with --model: module names -> TransformerLens names (docs/hooks.md)");
+  cmd->add_option("--output", a->output, "with --model: which of forward's outputs are the logits");
+  cmd->add_option("--device", a->device, "with --model: the model's device (cpu, cuda, cuda:N)")->capture_default_str();
   cmd->add_option("--features", a->features, "synthetic: number of true features")->capture_default_str();
   cmd->add_option("--d", a->d, "synthetic: dimension")->capture_default_str();
   cmd->add_option("--frequencies", a->frequencies, "synthetic: uniform or geometric (0.99^i)")->capture_default_str();
@@ -87,7 +94,7 @@ void register_sae(CLI::App& app) {
       source = synthetic_source(*data);
     } else if (!a->model.empty()) {
       if (a->hook.empty() || a->data.empty()) throw Error("--model needs --hook and --data");
-      model.emplace(load_model(a->model, "cpu", ""));
+      model.emplace(load_model(a->model, a->device, a->name_map, false, a->output));
       CorpusArgs corpus;
       corpus.data = a->data;
       corpus.tokenizer = a->tokenizer;
@@ -97,6 +104,9 @@ void register_sae(CLI::App& app) {
       contexts.emplace(corpus.load(), po);
       a->hook = model->hook_point(a->hook).name;
       source = live_source(*model, *contexts, a->hook);
+      cfg.hook_name = a->hook;
+    } else if (!std::filesystem::exists(std::filesystem::path(a->activations) / "manifest.json")) {
+      source = tensor_files_source(a->activations, a->hook, a->seed);  // files made by other tools
       cfg.hook_name = a->hook;
     } else {
       store.emplace(ActivationStore::open(a->activations));

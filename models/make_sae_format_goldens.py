@@ -13,6 +13,8 @@ Writes tests/fixtures/sae_formats/:
   dictionary_learning/{standard,topk,batchtopk,jumprelu}/
                                            dictionary_learning: ae.pt (a state dict saved with
                                            torch.save) + config.json ({"trainer": {"dict_class", ...}})
+  activations/part0.npy, part1.safetensors activations made by other tools (numpy's np.save; a
+                                           safetensors file of [n, ctx, d_in] f16 beside "tokens")
   golden.safetensors                       x [32, d_in] and, per SAE, the dense latents h and the
                                            reconstruction x_hat
 
@@ -169,6 +171,19 @@ def main():
         write_json(os.path.join(d, "config.json"), cfg)
         h, x_hat = fwd(state, x)
         golden[f"dictionary_learning/{name}.h"], golden[f"dictionary_learning/{name}.x_hat"] = h, x_hat
+    # Activations from other tools, no manifest: a .npy written by numpy ([rows, d_in], float32), a
+    # .safetensors holding [n, ctx, d_in] in float16 beside another tensor, and the rows they hold
+    import numpy as np
+    acts = os.path.join(out, "activations")
+    os.makedirs(acts, exist_ok=True)
+    g = torch.Generator().manual_seed(40)
+    rows = torch.randn(1000, D_IN, generator=g)
+    np.save(os.path.join(acts, "part0.npy"), rows.numpy())
+    seq = (torch.randn(30, 20, D_IN, generator=g)).to(torch.float16)
+    safetensors_io.save({"acts": seq, "tokens": torch.zeros(30, 20, dtype=torch.int64)},
+                        os.path.join(acts, "part1.safetensors"), {"source": "another tool"})
+    golden["activations/part0.npy"] = rows
+    golden["activations/part1.safetensors"] = seq.float().reshape(-1, D_IN)
     safetensors_io.save(golden, os.path.join(out, "golden.safetensors"), {"d_in": str(D_IN), "d_sae": str(D_SAE)})
     print(f"wrote {out}: {len(golden) - 1} golden tensors")
 

@@ -614,3 +614,20 @@ TEST(Cli, SaeInfoSaysWhatAFolderHolds) {
   EXPECT_NE(none.code, 0);
   EXPECT_TRUE(has(none, "error: ") && has(none, "no SAE here")) << none.out;
 }
+
+TEST(Cli, TrainSaeOnActivationFilesFromOtherTools) {
+  std::string dir = ::testing::TempDir() + "/cli-sae-files";
+  std::system(("rm -rf " + dir).c_str());
+  auto t = run("train-sae --activations " + fixture("sae_formats/activations") + " --hook acts --arch topk --d-sae 32 "
+               "--k 4 --steps 50 --batch 256 --out " + dir);
+  ASSERT_EQ(t.code, 0) << t.out;
+  auto cfg = nlohmann::json::parse(std::ifstream(dir + "/cfg.json"));
+  EXPECT_EQ(cfg["d_in"], 16);
+  EXPECT_EQ(cfg["hook_name"], "acts");
+  auto npy = run("train-sae --activations " + fixture("sae_formats/activations/part0.npy") +
+                 " --arch topk --d-sae 32 --k 4 --steps 20 --batch 128 --out " + dir + "-npy");
+  EXPECT_EQ(npy.code, 0) << npy.out;
+  auto bad = run("train-sae --activations " + fixture("sae_formats/golden.safetensors") + " --out " + dir + "-x");
+  EXPECT_NE(bad.code, 0);
+  EXPECT_TRUE(has(bad, "name the activations with --hook")) << bad.out;
+}

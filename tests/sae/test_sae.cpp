@@ -560,3 +560,37 @@ TEST(Formats, WritingSparsifyReadsBackTheSameSAE) {
   std_cfg.architecture = "standard";
   EXPECT_THROW(interp::SAE(std_cfg).save_sparsify(dir + "-x"), interp::Error);
 }
+
+// Activations made by other tools: every row once per epoch, shuffled, from .npy and .safetensors.
+TEST(TensorFiles, EveryRowOncePerEpochFromNpyAndSafetensors) {
+  auto golden = interp::safetensors_load(formats("golden.safetensors"));
+  // rows ordered by a fixed projection (f16 rows share first values; projections do not)
+  const at::Tensor w = at::linspace(1.0, 2.0, 16, at::kDouble).pow(3);
+  auto sorted_rows = [&](const at::Tensor& t) {
+    return t.index_select(0, std::get<1>(t.to(at::kDouble).matmul(w).sort()));
+  };
+  const at::Tensor npy = golden.tensors.at("activations/part0.npy");
+  const at::Tensor st = golden.tensors.at("activations/part1.safetensors");
+  // one file: the .npy (1000 rows), small chunks and windows so the shuffle crosses chunks
+  auto src = interp::tensor_files_source(formats("activations/part0.npy"), "", 5, 300, 64);
+  EXPECT_EQ(src->d_in(), 16);
+  at::Tensor epoch = src->next(1000);
+  EXPECT_FALSE(at::equal(epoch, npy)) << "not shuffled";
+  EXPECT_TRUE(interp::test::close(sorted_rows(epoch), sorted_rows(npy), 0, "the .npy's rows, once each"));
+  EXPECT_TRUE(interp::test::close(sorted_rows(src->next(1000)), sorted_rows(npy), 0, "second epoch"));
+  // the folder: both files (the safetensors needs the tensor's name: it also holds "tokens")
+  try {
+    interp::tensor_files_source(formats("activations"), "", 5, 300, 64);
+    ADD_FAILURE() << "no error";
+  } catch (const interp::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("holds 2 tensors (acts, tokens); name the activations with --hook"),
+              std::string::npos) << e.what();
+  }
+  auto both = interp::tensor_files_source(formats("activations"), "acts", 9, 500, 100);
+  at::Tensor all = both->next(1600);
+  EXPECT_TRUE(interp::test::close(sorted_rows(all), sorted_rows(at::cat({npy, st})), 0, "both files' rows, once each"));
+  // the same seed gives the same order
+  EXPECT_TRUE(at::equal(interp::tensor_files_source(formats("activations"), "acts", 9, 500, 100)->next(1600), all));
+  EXPECT_THROW(interp::tensor_files_source(formats("golden.safetensors"), "", 0), interp::Error);  // many tensors
+  EXPECT_THROW(interp::tensor_files_source(formats("no-such"), "", 0), interp::Error);
+}

@@ -36,6 +36,15 @@ std::unique_ptr<ActivationSource> synthetic_source(SyntheticData& data);
 std::unique_ptr<ActivationSource> store_source(const ActivationStore& store, const std::string& hook,
                                                uint64_t seed = 0, int64_t shuffle_buffer = 262144);
 
+// Activations made by other tools, with no manifest: a .safetensors file holding one float tensor
+// [rows, d_in] or [n, ctx, d_in] (`tensor_name` picks one of several), a .npy file (C order, <f4 /
+// <f2 / <f8), or a folder of such files (sorted; all of one d_in). Streamed in chunks of
+// `chunk_rows` rows read from disk, shuffled within windows of `shuffle_buffer` rows, chunk order
+// seeded per epoch; epochs repeat. Memory: about shuffle_buffer + chunk_rows rows.
+std::unique_ptr<ActivationSource> tensor_files_source(const std::string& path, const std::string& tensor_name = "",
+                                                      uint64_t seed = 0, int64_t shuffle_buffer = 262144,
+                                                      int64_t chunk_rows = 16384);
+
 // Activations captured on the fly from a live model (no disk): runs `contexts_per_forward` contexts
 // at a time through the model, keeps the hook's per-token rows, cycles the contexts as needed.
 std::unique_ptr<ActivationSource> live_source(const HookedModel& model, const PackedContexts& contexts,

@@ -82,8 +82,7 @@ class LiveSource final : public BufferedSource {
     if (point_.shape.size() != 3 || point_.shape[1] != HookPoint::kPos)
       throw Error(fmt::format("hook '{}' has shape {}; a live source needs per-token rows [batch, pos, d]", point_.name,
                               point_.shape_str()));
-    int layer = -1;
-    if (std::sscanf(point_.name.c_str(), "blocks.%d.", &layer) == 1) run_.stop_at_layer = layer + 1;  // skip the rest
+    if (point_.layer >= 0 && point_.layer < model.info().n_layers) run_.stop_at_layer = point_.layer + 1;  // skip the rest
   }
   int64_t d_in() const override { return point_.shape.back(); }
   std::string describe() const override { return fmt::format("{} ({}, live)", model_.path(), point_.name); }
