@@ -58,6 +58,7 @@ std::string human_bytes(double bytes);
 // Each subcommand registers itself on the app: one file each.
 void register_hooks(CLI::App& app);
 void register_sae_info(CLI::App& app);
+void register_steer(CLI::App& app);
 void register_cache(CLI::App& app);
 void register_run(CLI::App& app);
 void register_tokenizer(CLI::App& app);

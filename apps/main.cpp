@@ -21,6 +21,7 @@ int main(int argc, char** argv) {
   interp::app::register_sae(app);
   interp::app::register_eval_sae(app);
   interp::app::register_sae_info(app);
+  interp::app::register_steer(app);
   interp::app::register_patch(app);
   interp::app::register_ablate(app);
   interp::app::register_circuit(app);

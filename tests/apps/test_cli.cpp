@@ -631,3 +631,16 @@ TEST(Cli, TrainSaeOnActivationFilesFromOtherTools) {
   EXPECT_NE(bad.code, 0);
   EXPECT_TRUE(has(bad, "name the activations with --hook")) << bad.out;
 }
+
+TEST(Cli, SteerPrintsTheSteeredContinuationBesideThePlainOne) {
+  auto r = run("steer " + fixture("tiny_script.pt") + " --sae " + fixture("steer/sae") +
+               " --feature 5 --scale 4 --tokens 1,7,3,12,9 --generate 6");
+  ASSERT_EQ(r.code, 0) << r.out;
+  // the continuations models/make_steer_goldens.py computes by hand in PyTorch
+  EXPECT_TRUE(has(r, "unsteered: 28,28,28,28,28,29")) << r.out;
+  EXPECT_TRUE(has(r, "steered:   7,21,2,2,41,41")) << r.out;
+  auto bad = run("steer " + fixture("tiny_script.pt") + " --sae " + fixture("steer/sae") +
+                 " --feature 99 --scale 4 --tokens 1,2,3");
+  EXPECT_NE(bad.code, 0);
+  EXPECT_TRUE(has(bad, "feature 99 is out of range; the SAE has 64 latents")) << bad.out;
+}

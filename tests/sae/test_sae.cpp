@@ -16,6 +16,8 @@
 #include "interp/data.h"
 #include "interp/hooks.h"
 #include "interp/tokenizer.h"
+#include "interp/lm_eval.h"
+#include "interp/steer.h"
 #include "test_util.h"
 
 namespace {
@@ -593,4 +595,38 @@ TEST(TensorFiles, EveryRowOncePerEpochFromNpyAndSafetensors) {
   EXPECT_TRUE(at::equal(interp::tensor_files_source(formats("activations"), "acts", 9, 500, 100)->next(1600), all));
   EXPECT_THROW(interp::tensor_files_source(formats("golden.safetensors"), "", 0), interp::Error);  // many tensors
   EXPECT_THROW(interp::tensor_files_source(formats("no-such"), "", 0), interp::Error);
+}
+
+// Steering against models/make_steer_goldens.py: the tiny model run by reference.py with the latent's
+// decoder direction added (or the latent clamped) by hand at blocks.0.hook_resid_post.
+TEST(Steer, AddAndClampMatchAHandSteeredPyTorchRun) {
+  auto golden = interp::safetensors_load(interp::test::fixture("steer/golden.safetensors"));
+  auto g = [&](const std::string& n) { return golden.tensors.at(n); };
+  auto model = interp::HookedModel::load(interp::test::fixture("tiny_script.pt"));
+  interp::SAE sae = interp::SAE::load(interp::test::fixture("steer/sae"));
+  const int64_t n_new = std::stoll(golden.metadata.at("n_new"));
+  EXPECT_TRUE(at::equal(interp::generate_greedy(model, g("prompt"), n_new), g("plain.tokens")));
+  for (const std::string mode : {"add", "clamp"}) {
+    interp::SteerOptions o;
+    o.feature = std::stoll(golden.metadata.at("feature"));
+    o.scale = std::stod(golden.metadata.at(mode + "_scale"));
+    o.mode = mode;
+    auto hook = interp::steering_hook(model, sae, o);
+    EXPECT_EQ(hook.first, golden.metadata.at("hook"));
+    auto r = interp::test::close(model.run_with_hooks(g("prompt"), {hook}), g(mode + ".logits"), 1e-5, mode + " logits");
+    EXPECT_TRUE(r);
+    std::printf("  %s\n", r.message());
+    at::Tensor toks = interp::generate_greedy(model, g("prompt"), n_new, {hook});
+    EXPECT_TRUE(at::equal(toks, g(mode + ".tokens"))) << mode << ": " << toks << " vs " << g(mode + ".tokens");
+    EXPECT_FALSE(at::equal(toks, g("plain.tokens"))) << "steering changed nothing";
+  }
+  interp::SteerOptions bad;
+  bad.feature = 64;
+  EXPECT_THROW(interp::steering_hook(model, sae, bad), interp::Error);
+  bad.feature = 0;
+  bad.mode = "multiply";
+  EXPECT_THROW(interp::steering_hook(model, sae, bad), interp::Error);
+  bad.mode = "add";
+  bad.hook = "blocks.0.attn.hook_pattern";  // last axis is not d_in
+  EXPECT_THROW(interp::steering_hook(model, sae, bad), interp::Error);
 }

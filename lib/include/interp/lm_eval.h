@@ -34,6 +34,8 @@ LmEval evaluate_lm(const HookedModel& model, const PackedContexts& contexts, con
 
 // Appends `n` tokens to each sequence of `tokens` ([batch, pos]), each the argmax of the next-token
 // logits (a full forward per token; the model sees the last n_ctx tokens). Returns [batch, pos + n].
-at::Tensor generate_greedy(const HookedModel& model, const at::Tensor& tokens, int64_t n);
+// `hooks` run in every forward (e.g. a steering hook, interp/steer.h).
+at::Tensor generate_greedy(const HookedModel& model, const at::Tensor& tokens, int64_t n,
+                           const std::vector<std::pair<std::string, HookFn>>& hooks = {});
 
 }  // namespace interp

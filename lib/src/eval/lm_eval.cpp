@@ -46,13 +46,14 @@ LmEval evaluate_lm(const HookedModel& model, const PackedContexts& contexts, con
   return e;
 }
 
-at::Tensor generate_greedy(const HookedModel& model, const at::Tensor& tokens, int64_t n) {
+at::Tensor generate_greedy(const HookedModel& model, const at::Tensor& tokens, int64_t n,
+                           const std::vector<std::pair<std::string, HookFn>>& hooks) {
   if (n < 0) throw Error(fmt::format("generate: {} tokens asked for; give 0 or more", n));
   at::Tensor out = (tokens.dim() == 1 ? tokens.unsqueeze(0) : tokens).to(at::kCPU, at::kLong);
   const int64_t ctx = model.info().n_ctx;
   for (int64_t i = 0; i < n; ++i) {
     at::Tensor in = ctx > 0 && out.size(1) > ctx ? out.narrow(1, out.size(1) - ctx, ctx) : out;
-    at::Tensor logits = model.forward(in);
+    at::Tensor logits = hooks.empty() ? model.forward(in) : model.run_with_hooks(in, hooks);
     at::Tensor next = logits.select(1, logits.size(1) - 1).argmax(-1).to(at::kCPU, at::kLong);  // [batch]
     out = at::cat({out, next.unsqueeze(1)}, 1);
   }
