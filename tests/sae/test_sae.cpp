@@ -544,6 +544,24 @@ TEST(Formats, ABrokenAePtIsAClearError) {
   }
 }
 
+TEST(Formats, PerTokenNormalisationIsRefusedNotIgnored) {
+  const std::string src = formats("saelens_release/blocks.0.hook_resid_pre");
+  const std::string dir = ::testing::TempDir() + "/sae-norm-rescale";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  std::filesystem::copy_file(src + "/sae_weights.safetensors", dir + "/sae_weights.safetensors");
+  auto cfg = nlohmann::json::parse(std::ifstream(src + "/cfg.json"));
+  cfg["normalize_activations"] = "constant_norm_rescale";
+  std::ofstream(dir + "/cfg.json") << cfg.dump();
+  try {
+    interp::SAE::load(dir);
+    ADD_FAILURE() << "no error";
+  } catch (const interp::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("'constant_norm_rescale' (a per-token normalisation at run time) is not "
+                                         "supported yet"), std::string::npos) << e.what();
+  }
+}
+
 TEST(Formats, WritingSparsifyReadsBackTheSameSAE) {
   interp::SAEConfig cfg;
   cfg.architecture = "topk";

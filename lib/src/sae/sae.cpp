@@ -32,6 +32,14 @@ void SAEConfig::validate() const {
   if (aux_k < 0) throw bad("aux_k", "must be >= 0");
   if (!(norm_scale > 0)) throw bad("norm_scale", "must be > 0");
   if (dtype != "float32") throw bad("dtype", fmt::format("'{}' is not supported (float32)", dtype));
+  // SAELens applies "constant_norm_rescale" and "layer_norm" per token at run time; reading such an
+  // SAE without them would give wrong latents, so it is refused. "expected_average_only_in" is
+  // folded into the weights when SAELens saves (nothing to do at run time).
+  if (normalize_activations != "none" && normalize_activations != "expected_average_only_in")
+    throw bad("normalize_activations",
+              fmt::format("'{}' (a per-token normalisation at run time) is not supported yet; interp reads 'none' "
+                          "and 'expected_average_only_in'",
+                          normalize_activations));
 }
 
 std::string SAEConfig::to_json() const {
