@@ -535,6 +535,20 @@ TEST(Errors, AFusedLayerNormsScaleIsReadOnly) {
   EXPECT_EQ(fired, 1);
 }
 
+TEST(Names, FindPointBySuffixForHooksNamedFromAnotherRoot) {
+  // sparsify records hookpoints relative to the base model: "layers.1" is "model.layers.1" here
+  HookedModel m = HookedModel::load(fixture("tiny_llama_trace.pt"));
+  EXPECT_EQ(m.find_point("layers.1").name, "blocks.1.hook_resid_post");
+  EXPECT_EQ(m.find_point("blocks.0.hook_resid_pre").name, "blocks.0.hook_resid_pre");
+  try {
+    m.find_point("hook_resid_post");
+    ADD_FAILURE() << "no error";
+  } catch (const interp::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("matches several hook points"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(m.find_point("layers.9"), interp::Error);
+}
+
 TEST(Errors, UnmappedModelSaysWhy) {
   interp::LoadOptions o;
   o.name_map = "transformer_lens";  // the HF names are detected without a map; insist on TL's names

@@ -216,6 +216,10 @@ class HookedModel {
   c10::Device device() const;
   // The point `name` names, or throws interp::Error with the closest valid names.
   const HookPoint& hook_point(const std::string& name) const;
+  // hook_point(name), else the one point with a name or alias ending in "." + name: a hook recorded
+  // by a tool that names module paths from another root (sparsify's "layers.6" is "model.layers.6").
+  // Several such points, or none: interp::Error naming them / the closest.
+  const HookPoint& find_point(const std::string& name) const;
 
   // tokens: [batch, pos] integer ids (any device; moved to the model's). Returns logits.
   at::Tensor forward(const at::Tensor& tokens, const RunOptions& options = {}) const;

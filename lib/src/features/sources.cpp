@@ -108,8 +108,9 @@ FeatureRun collect_features(const SAE& sae, const ActivationStore& store, const 
 }
 
 FeatureRun collect_features(const SAE& sae, const HookedModel& model, const PackedContexts& contexts,
-                            const std::string& hook, const FeatureOptions& o, bool with_baseline) {
-  const HookPoint& p = model.hook_point(hook);
+                            const std::string& hook_in, const FeatureOptions& o, bool with_baseline) {
+  const HookPoint& p = model.find_point(hook_in);
+  const std::string& hook = p.name;
   if (p.pos_axis != 1 || p.shape.empty() || p.shape[0] != HookPoint::kBatch)
     throw Error(fmt::format("{}: '{}' has shape {}; features need a per-token point [batch, pos, ...]", model.path(), hook,
                             p.shape_str()));

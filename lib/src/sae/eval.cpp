@@ -31,7 +31,8 @@ SAEEval evaluate_sae(const SAE& sae, const HookedModel& model, const PackedConte
   SAEEval e;
   e.hook = o.hook.empty() ? sae.config().hook_name : o.hook;
   if (e.hook.empty()) throw Error("eval-sae: the SAE's cfg.json names no hook_name; pass --hook");
-  const HookPoint& point = model.hook_point(e.hook);
+  const HookPoint& point = model.find_point(e.hook);
+  e.hook = point.name;  // "layers.1" (sparsify) is "blocks.1.hook_resid_post" here
   if (point.shape.empty() || point.shape.back() != sae.config().d_in)
     throw Error(fmt::format("eval-sae: hook '{}' has shape {} but the SAE's d_in is {}", e.hook, point.shape_str(),
                             sae.config().d_in));

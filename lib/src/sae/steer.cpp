@@ -18,7 +18,7 @@ std::pair<std::string, HookFn> steering_hook(const HookedModel& model, const SAE
     throw Error(fmt::format("steer: mode '{}' is not add or clamp", o.mode));
   const std::string hook = o.hook.empty() ? c.hook_name : o.hook;
   if (hook.empty()) throw Error("steer: the SAE names no hook point (hook_name); give one");
-  const HookPoint& p = model.hook_point(hook);
+  const HookPoint& p = model.find_point(hook);
   if (p.shape.empty() || p.shape.back() != c.d_in)
     throw Error(fmt::format("steer: '{}' has shape {}, but the SAE reads {}-dimensional activations", hook,
                             p.shape_str(), c.d_in));
@@ -46,7 +46,7 @@ std::pair<std::string, HookFn> steering_hook(const HookedModel& model, const SAE
     at::Tensor h_f = sae_ptr->encode(rows.to(sae_ptr->W_dec().device())).select(1, f).to(x.device());
     x = (rows + (scale - h_f).unsqueeze(1) * direction).reshape(shape);
   };
-  return {hook, fn};
+  return {p.name, fn};
 }
 
 }  // namespace interp
