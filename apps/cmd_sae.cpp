@@ -24,7 +24,7 @@ void register_sae(CLI::App& app) {
   struct Args {
     bool synthetic = false;
     std::string activations, hook, out, arch = "topk", frequencies = "uniform", model, data, tokenizer;
-    std::string name_map, output, device = "cpu";
+    std::string name_map, output, device = "cpu", format = "saelens";
     int64_t ctx = 128;
     int64_t features = 512, d = 256, d_sae = 2048, k = 32, steps = 5000, batch = 4096, warmup = 0, l1_warmup = 0,
             checkpoint_every = 1000, resample_every = 0;
@@ -69,7 +69,13 @@ void register_sae(CLI::App& app) {
   cmd->add_option("--resample-every", a->resample_every, "steps between resampling dead latents (0: never; AuxK "
                   "revives TopK latents anyway)")->capture_default_str();
   cmd->add_option("--out", a->out, "output folder (SAELens layout: cfg.json, sae_weights.safetensors)")->required();
+  cmd->add_option("--format", a->format, "saelens (cfg.json + sae_weights.safetensors) or sparsify (cfg.json + "
+                  "sae.safetensors; TopK only)")
+      ->check(CLI::IsMember({"saelens", "sparsify"}))
+      ->capture_default_str();
   cmd->callback([a] {
+    if (a->format == "sparsify" && a->arch != "topk")  // before training, not after
+      throw Error(fmt::format("--format sparsify holds TopK SAEs; --arch is {} (use --format saelens)", a->arch));
     if (!a->synthetic && a->activations.empty() && a->model.empty())
       throw Error("train-sae needs a source: --synthetic, --activations STORE, or --model M --hook H --data D");
     std::optional<SyntheticData> data;
@@ -154,7 +160,8 @@ void register_sae(CLI::App& app) {
     TrainResult r = train_sae(sae, *source, o);
     if (r.resumed_from > 0) fmt::print("resumed from the checkpoint of step {}\n", r.resumed_from);
     if (r.resampled > 0) fmt::print("resampled {} dead latents\n", r.resampled);
-    sae.save(a->out);
+    if (a->format == "sparsify") sae.save_sparsify(a->out);
+    else sae.save(a->out);
     fmt::print("trained in {:.1f} s ({:.0f} tokens/s): mse {:.4f}, L0 {:.2f}, dead {:.1f}%\n", r.seconds, r.tokens_per_s,
                r.mse, r.l0, 100 * r.dead_fraction);
     if (data) {
@@ -162,7 +169,8 @@ void register_sae(CLI::App& app) {
       fmt::print("ground truth: MMCS {:.4f}, {} of {} features recovered (max cosine > 0.9)\n", rec.mmcs, rec.recovered,
                  rec.n_features);
     }
-    fmt::print("wrote {}/cfg.json and {}/sae_weights.safetensors\n", a->out, a->out);
+    fmt::print("wrote {}/cfg.json and {}/{}\n", a->out, a->out,
+               a->format == "sparsify" ? "sae.safetensors" : "sae_weights.safetensors");
   });
 }
 

@@ -617,7 +617,7 @@ TEST(Cli, SaeInfoSaysWhatAFolderHolds) {
 
 TEST(Cli, TrainSaeOnActivationFilesFromOtherTools) {
   std::string dir = ::testing::TempDir() + "/cli-sae-files";
-  std::system(("rm -rf " + dir).c_str());
+  std::system(("rm -rf " + dir + " " + dir + "-npy " + dir + "-std").c_str());
   auto t = run("train-sae --activations " + fixture("sae_formats/activations") + " --hook acts --arch topk --d-sae 32 "
                "--k 4 --steps 50 --batch 256 --out " + dir);
   ASSERT_EQ(t.code, 0) << t.out;
@@ -625,8 +625,13 @@ TEST(Cli, TrainSaeOnActivationFilesFromOtherTools) {
   EXPECT_EQ(cfg["d_in"], 16);
   EXPECT_EQ(cfg["hook_name"], "acts");
   auto npy = run("train-sae --activations " + fixture("sae_formats/activations/part0.npy") +
-                 " --arch topk --d-sae 32 --k 4 --steps 20 --batch 128 --out " + dir + "-npy");
+                 " --arch topk --d-sae 32 --k 4 --steps 20 --batch 128 --format sparsify --out " + dir + "-npy");
   EXPECT_EQ(npy.code, 0) << npy.out;
+  auto info = run("sae info " + dir + "-npy");  // written in sparsify's layout
+  EXPECT_TRUE(has(info, "format        sparsify")) << info.out;
+  auto std_sparsify = run("train-sae --synthetic --arch standard --format sparsify --out " + dir + "-std");
+  EXPECT_NE(std_sparsify.code, 0);
+  EXPECT_TRUE(has(std_sparsify, "--format sparsify holds TopK SAEs")) << std_sparsify.out;
   auto bad = run("train-sae --activations " + fixture("sae_formats/golden.safetensors") + " --out " + dir + "-x");
   EXPECT_NE(bad.code, 0);
   EXPECT_TRUE(has(bad, "name the activations with --hook")) << bad.out;

@@ -41,9 +41,15 @@ std::string layout_of(const fs::path& dir) {
   std::error_code ec;
   if (fs::is_regular_file(dir / "ae.pt", ec)) return "dictionary_learning";
   if (!fs::is_regular_file(dir / "cfg.json", ec)) return "";
-  if (fs::is_regular_file(dir / "sae_weights.safetensors", ec)) return "saelens";
-  if (fs::is_regular_file(dir / "sae.safetensors", ec)) return "sparsify";
-  return "";
+  const bool saelens = fs::is_regular_file(dir / "sae_weights.safetensors", ec);
+  const bool sparsify = fs::is_regular_file(dir / "sae.safetensors", ec);
+  if (saelens && sparsify) {  // both weight files (a folder written twice): cfg.json decides
+    json j = json::parse(read_text(dir / "cfg.json"), nullptr, false);
+    return j.is_object() && !j.contains("d_sae") && (j.contains("num_latents") || j.contains("expansion_factor"))
+               ? "sparsify"
+               : "saelens";
+  }
+  return saelens ? "saelens" : sparsify ? "sparsify" : "";
 }
 
 // A tensor of the file, checked for shape, as float32.
