@@ -546,6 +546,9 @@ TEST(Names, FindPointBySuffixForHooksNamedFromAnotherRoot) {
   } catch (const interp::Error& e) {
     EXPECT_NE(std::string(e.what()).find("matches several hook points"), std::string::npos) << e.what();
   }
+  // three or more matches are just as ambiguous (the nanoGPT fixture has hook_scale at five points)
+  HookedModel nano = HookedModel::load(fixture("tiny_nanogpt_script.pt"));
+  EXPECT_THROW(nano.find_point("hook_scale"), interp::Error);
   EXPECT_THROW(m.find_point("layers.9"), interp::Error);
 }
 

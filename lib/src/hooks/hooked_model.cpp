@@ -770,19 +770,16 @@ const HookPoint& HookedModel::hook_point(const std::string& name) const {
 const HookPoint& HookedModel::find_point(const std::string& name) const {
   if (impl_->name_to_id.count(name)) return hook_point(name);
   const std::string suffix = "." + name;
-  std::vector<std::string> hits;
-  int64_t id = -1;
-  for (const auto& [n, i] : impl_->name_to_id)
-    if (n.size() > suffix.size() && n.compare(n.size() - suffix.size(), suffix.size(), suffix) == 0) {
-      if (id >= 0 && i != id) hits.push_back(n);
-      else if (id < 0) hits.push_back(n);
-      id = id < 0 ? i : id;
-      if (i != id) id = -2;
-    }
-  if (id >= 0) return hook_point(hits[0]);
-  if (id == -2)
+  std::map<int64_t, std::string> hits;  // point id -> the first matching name (aliases of one point count once)
+  for (const auto& [n, id] : impl_->name_to_id)
+    if (n.size() > suffix.size() && n.compare(n.size() - suffix.size(), suffix.size(), suffix) == 0) hits.emplace(id, n);
+  if (hits.size() == 1) return hook_point(hits.begin()->second);
+  if (hits.size() > 1) {
+    std::vector<std::string> names;
+    for (const auto& [id, n] : hits) names.push_back(n);
     throw Error(fmt::format("{}: '{}' matches several hook points ({}); give the full name", impl_->path, name,
-                            fmt::join(hits, ", ")));
+                            fmt::join(names, ", ")));
+  }
   return hook_point(name);  // none: the error with the closest names
 }
 
