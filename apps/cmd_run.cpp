@@ -16,33 +16,21 @@ void register_run(CLI::App& app) {
   auto* cmd = app.add_subcommand("run", "Run the model and print the top-k next tokens with probabilities");
   struct Args {
     ModelArgs model;
-    std::string tokens, prompt, tokenizer;
+    PromptArgs input;
     int top_k = 5;
     int64_t generate = 0;
   };
   auto a = std::make_shared<Args>();
   a->model.add_to(*cmd);
-  cmd->add_option("--tokens", a->tokens, "token ids: \"1,2,3\", sequences separated by ';'");
-  cmd->add_option("--prompt", a->prompt, "a text prompt instead of --tokens (needs --tokenizer; BOS is prepended)");
-  cmd->add_option("--tokenizer", a->tokenizer, "sentencepiece .model: encodes --prompt, shows tokens as text");
+  a->input.add_to(*cmd);
   cmd->add_option("--top-k", a->top_k, "how many next tokens to show")->check(CLI::PositiveNumber)->capture_default_str();
   cmd->add_option("--generate", a->generate, "then continue each sequence greedily by this many tokens")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   cmd->callback([a] {
-    if (a->tokens.empty() == a->prompt.empty()) throw Error("give exactly one of --tokens IDS or --prompt TEXT");
-    if (!a->prompt.empty() && a->tokenizer.empty()) throw Error("--prompt needs --tokenizer (the model's sentencepiece .model)");
-    std::optional<Tokenizer> tok;
-    if (!a->tokenizer.empty()) tok = Tokenizer::load(a->tokenizer);
+    std::optional<Tokenizer> tok = a->input.load_tokenizer();
     HookedModel model = a->model.load();
-    at::Tensor tokens;
-    if (!a->prompt.empty()) {
-      std::vector<int32_t> ids = tok->encode(a->prompt);
-      if (tok->bos_id() >= 0) ids.insert(ids.begin(), tok->bos_id());
-      tokens = at::tensor(std::vector<int64_t>(ids.begin(), ids.end()), at::kLong).view({1, -1});
-    } else {
-      tokens = parse_tokens(a->tokens);
-    }
+    at::Tensor tokens = a->input.sequences(tok);
     auto show = [&](int64_t id) { return tok ? fmt::format("{:>6} {:?}", id, tok->piece(static_cast<int32_t>(id))) : fmt::format("{:>6}", id); };
     at::Tensor logits = model.forward(tokens).to(at::kCPU, at::kFloat);  // [batch, pos, d_vocab]
     at::Tensor probs = logits.select(1, logits.size(1) - 1).softmax(-1);

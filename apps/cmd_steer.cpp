@@ -19,7 +19,8 @@ void register_steer(CLI::App& app) {
   auto* cmd = app.add_subcommand("steer", "Generate with an SAE latent added (or clamped), beside the unsteered text");
   struct Args {
     ModelArgs model;
-    std::string sae, tokens, prompt, tokenizer;
+    std::string sae;
+    PromptArgs input;
     SteerOptions steer;
     int64_t generate = 20;
   };
@@ -33,27 +34,15 @@ void register_steer(CLI::App& app) {
       ->check(CLI::IsMember({"add", "clamp"}))
       ->capture_default_str();
   cmd->add_option("--hook", a->steer.hook, "hook point (default: the SAE's hook_name)");
-  cmd->add_option("--tokens", a->tokens, "token ids: \"1,2,3\", sequences separated by ';'");
-  cmd->add_option("--prompt", a->prompt, "a text prompt instead of --tokens (needs --tokenizer; BOS is prepended)");
-  cmd->add_option("--tokenizer", a->tokenizer, "sentencepiece .model: encodes --prompt, shows the text");
+  a->input.add_to(*cmd);
   cmd->add_option("--generate", a->generate, "tokens to generate greedily")->check(CLI::PositiveNumber)->capture_default_str();
   cmd->callback([a] {
-    if (a->tokens.empty() == a->prompt.empty()) throw Error("give exactly one of --tokens IDS or --prompt TEXT");
-    if (!a->prompt.empty() && a->tokenizer.empty()) throw Error("--prompt needs --tokenizer (the model's sentencepiece .model)");
-    std::optional<Tokenizer> tok;
-    if (!a->tokenizer.empty()) tok = Tokenizer::load(a->tokenizer);
+    std::optional<Tokenizer> tok = a->input.load_tokenizer();
     SAE sae = SAE::load(a->sae);  // before the model: a bad folder fails fast
     HookedModel model = a->model.load();
     sae.to(model.device());
     auto hook = steering_hook(model, sae, a->steer);
-    at::Tensor tokens;
-    if (!a->prompt.empty()) {
-      std::vector<int32_t> ids = tok->encode(a->prompt);
-      if (tok->bos_id() >= 0) ids.insert(ids.begin(), tok->bos_id());
-      tokens = at::tensor(std::vector<int64_t>(ids.begin(), ids.end()), at::kLong).view({1, -1});
-    } else {
-      tokens = parse_tokens(a->tokens);
-    }
+    at::Tensor tokens = a->input.sequences(tok);
     fmt::print("steering {} with latent {} of {} ({}, scale {})\n", hook.first, a->steer.feature, a->sae,
                a->steer.mode, a->steer.scale);
     at::Tensor plain = generate_greedy(model, tokens, a->generate);

@@ -104,6 +104,26 @@ std::vector<std::string> split_list(const std::string& text, char sep) {
   return out;
 }
 
+void PromptArgs::add_to(CLI::App& cmd) {
+  cmd.add_option("--tokens", tokens, "token ids: \"1,2,3\", sequences separated by ';'");
+  cmd.add_option("--prompt", prompt, "a text prompt instead of --tokens (needs --tokenizer; BOS is prepended)");
+  cmd.add_option("--tokenizer", tokenizer, "sentencepiece .model: encodes --prompt, shows tokens as text");
+}
+
+std::optional<Tokenizer> PromptArgs::load_tokenizer() const {
+  if (tokens.empty() == prompt.empty()) throw Error("give exactly one of --tokens IDS or --prompt TEXT");
+  if (!prompt.empty() && tokenizer.empty()) throw Error("--prompt needs --tokenizer (the model's sentencepiece .model)");
+  if (tokenizer.empty()) return std::nullopt;
+  return Tokenizer::load(tokenizer);
+}
+
+at::Tensor PromptArgs::sequences(const std::optional<Tokenizer>& tok) const {
+  if (prompt.empty()) return parse_tokens(tokens);
+  std::vector<int32_t> ids = tok->encode(prompt);
+  if (tok->bos_id() >= 0) ids.insert(ids.begin(), tok->bos_id());
+  return at::tensor(std::vector<int64_t>(ids.begin(), ids.end()), at::kLong).view({1, -1});
+}
+
 at::Tensor parse_tokens(const std::string& text) {
   std::vector<std::vector<int64_t>> rows;
   for (const auto& seq : split_list(text, ';')) {

@@ -4,6 +4,7 @@
 #include <CLI/CLI.hpp>
 #include <ATen/core/Tensor.h>
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -11,6 +12,7 @@
 #include "interp/hooks.h"
 #include "interp/metrics.h"
 #include "interp/prompts.h"
+#include "interp/tokenizer.h"
 
 namespace interp::app {
 
@@ -45,6 +47,16 @@ struct CorpusArgs {
   std::string data, format = "auto", tokenizer;
   void add_to(CLI::App& cmd, bool required = true);
   TokenizedCorpus load() const;  // loads the tokenizer only when one is given
+};
+
+// --tokens IDS | --prompt TEXT --tokenizer T: the input sequences of run and steer.
+struct PromptArgs {
+  std::string tokens, prompt, tokenizer;
+  void add_to(CLI::App& cmd);
+  // Checks the combination (before any work); loads the tokenizer if one is given.
+  std::optional<Tokenizer> load_tokenizer() const;
+  // [batch, pos]: the parsed ids, or the encoded prompt with BOS prepended.
+  at::Tensor sequences(const std::optional<Tokenizer>& tok) const;
 };
 
 // "1,2,3" -> [[1,2,3]]; "1,2;3,4" -> [[1,2],[3,4]] (sequences of equal length, ';' between them).
