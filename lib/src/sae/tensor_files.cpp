@@ -13,6 +13,7 @@
 #include "interp/error.h"
 #include "interp/sae_train.h"
 #include "interp/util.h"
+#include "sae/buffered_source.h"
 
 namespace interp {
 namespace fs = std::filesystem;
@@ -153,7 +154,7 @@ TensorFile read_npy_header(const std::string& path) {
   return f;
 }
 
-class TensorFilesSource final : public ActivationSource {
+class TensorFilesSource final : public sae_detail::BufferedSource {
  public:
   TensorFilesSource(std::vector<TensorFile> files, std::string what, uint64_t seed, int64_t buffer, int64_t chunk)
       : files_(std::move(files)), what_(std::move(what)), rng_(seed), buffer_(std::max<int64_t>(buffer, 1)),
@@ -170,21 +171,10 @@ class TensorFilesSource final : public ActivationSource {
     return fmt::format("{} ({} file{}, {} rows of {})", what_, files_.size(), files_.size() == 1 ? "" : "s", total_,
                        files_[0].d);
   }
-  int64_t epochs_started() const { return epoch_; }
-
-  at::Tensor next(int64_t batch) override {
-    while (pending_.size(0) < batch) {
-      at::Tensor rows = fill();
-      pending_ = pending_.size(0) ? at::cat({pending_, rows}) : rows;
-    }
-    at::Tensor out = pending_.narrow(0, 0, batch);
-    pending_ = pending_.narrow(0, batch, pending_.size(0) - batch).clone();
-    return out;
-  }
 
  private:
   // The next window of up to `buffer_` rows, shuffled: chunks in a seeded order per epoch.
-  at::Tensor fill() {
+  at::Tensor fill() override {
     std::vector<at::Tensor> parts;
     int64_t have = 0;
     while (have < buffer_) {
@@ -208,7 +198,6 @@ class TensorFilesSource final : public ActivationSource {
       for (int64_t s = 0; s < files_[f].rows; s += chunk_) chunks_.emplace_back(f, s);
     rng_.shuffle(chunks_);
     next_chunk_ = 0;
-    ++epoch_;
   }
 
   static at::Tensor read_rows(const TensorFile& f, int64_t start, int64_t n) {
@@ -224,10 +213,9 @@ class TensorFilesSource final : public ActivationSource {
   std::vector<TensorFile> files_;
   std::string what_;
   Rng rng_;
-  int64_t buffer_, chunk_, total_ = 0, epoch_ = 0;
+  int64_t buffer_, chunk_, total_ = 0;
   std::vector<std::pair<size_t, int64_t>> chunks_;
   size_t next_chunk_ = 0;
-  at::Tensor pending_ = at::empty({0});
 };
 
 bool is_tensor_file(const fs::path& p) { return p.extension() == ".safetensors" || p.extension() == ".npy"; }

@@ -10,6 +10,7 @@
 #include "interp/error.h"
 #include "interp/safetensors.h"
 #include "interp/sae_train.h"
+#include "sae/buffered_source.h"
 
 namespace interp {
 namespace {
@@ -28,24 +29,7 @@ class SyntheticSource final : public ActivationSource {
 };
 
 // Rows arrive in chunks from fill(); next() hands them out `batch` at a time.
-class BufferedSource : public ActivationSource {
- public:
-  at::Tensor next(int64_t batch) final {
-    while (pending_.size(0) < batch) {
-      at::Tensor rows = fill();
-      pending_ = pending_.size(0) ? at::cat({pending_, rows}) : rows;
-    }
-    at::Tensor out = pending_.narrow(0, 0, batch);
-    pending_ = pending_.narrow(0, batch, pending_.size(0) - batch);
-    return out;
-  }
-
- protected:
-  virtual at::Tensor fill() = 0;
-
- private:
-  at::Tensor pending_ = at::empty({0});
-};
+using sae_detail::BufferedSource;
 
 class StoreSource final : public BufferedSource {
  public:
