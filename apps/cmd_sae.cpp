@@ -1,6 +1,7 @@
 // interp train-sae: train a sparse autoencoder on synthetic ground truth or an activation store,
 // and save it in the SAELens layout.
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -31,6 +32,7 @@ void register_sae(CLI::App& app) {
     bool resume = false;
     double lr = 4e-4, l1 = 1.0, mean_active = 5;
     uint64_t seed = 0;
+    std::vector<int64_t> prefixes;
   };
   auto a = std::make_shared<Args>();
   auto* syn = cmd->add_flag("--synthetic", a->synthetic, "train on synthetic superposition with known features");
@@ -53,10 +55,12 @@ void register_sae(CLI::App& app) {
   cmd->add_option("--d", a->d, "synthetic: dimension")->capture_default_str();
   cmd->add_option("--frequencies", a->frequencies, "synthetic: uniform or geometric (0.99^i)")->capture_default_str();
   cmd->add_option("--mean-active", a->mean_active, "synthetic: features active per sample")->capture_default_str();
-  cmd->add_option("--arch", a->arch, "standard, topk, batchtopk, jumprelu")->capture_default_str();
+  cmd->add_option("--arch", a->arch, fmt::format("{}", fmt::join(sae_architectures(), ", ")))->capture_default_str();
   cmd->add_option("--d-sae", a->d_sae, "latents")->capture_default_str();
-  cmd->add_option("--k", a->k, "topk/batchtopk: active latents per row")->capture_default_str();
-  cmd->add_option("--l1", a->l1, "standard: L1 coefficient; jumprelu: L0 coefficient")->capture_default_str();
+  cmd->add_option("--k", a->k, "topk/batchtopk/matryoshka: active latents per row")->capture_default_str();
+  cmd->add_option("--prefixes", a->prefixes, "matryoshka: increasing prefix sizes ending at --d-sae, e.g. 128,512,2048 "
+                  "(default: d_sae/16, /8, /4, /2, d_sae)")->delimiter(',');
+  cmd->add_option("--l1", a->l1, "standard/gated: L1 coefficient; jumprelu: L0 coefficient")->capture_default_str();
   cmd->add_option("--steps", a->steps, "training steps")->capture_default_str();
   cmd->add_option("--batch", a->batch, "rows per step")->capture_default_str();
   cmd->add_option("--lr", a->lr, "Adam learning rate")->capture_default_str();
@@ -88,7 +92,13 @@ void register_sae(CLI::App& app) {
     cfg.d_sae = a->d_sae;
     cfg.k = a->k;
     cfg.l1_coefficient = a->l1;
+    cfg.matryoshka_prefixes = a->prefixes;
     cfg.seed = a->seed;
+    if (a->synthetic || !a->activations.empty() || !a->model.empty()) {  // the settings, before any work
+      SAEConfig check = cfg;
+      check.d_in = 1;
+      check.validate();
+    }
     if (a->synthetic) {
       SyntheticConfig sc;
       sc.n_features = a->features;
@@ -144,17 +154,18 @@ void register_sae(CLI::App& app) {
                               a->out));
     const bool tty = isatty(2);
     o.progress = [tty](const TrainProgress& p) {
-      std::string line = fmt::format("step {}/{}  mse {:.4f}  sparsity {:.4f}  aux {:.4f}  L0 {:.1f}  dead {:.1f}%  "
+      std::string line = fmt::format("step {}/{}  mse {:.4f}  sparsity {:.4f}  aux {:.4f}{}  L0 {:.1f}  dead {:.1f}%  "
                                      "lr {:.2e}  {:.0f} tokens/s  ETA {:.0f} s",
-                                     p.step, p.steps, p.mse, p.sparsity, p.aux, p.l0, 100 * p.dead_fraction, p.lr,
-                                     p.tokens_per_s, p.eta_s);
+                                     p.step, p.steps, p.mse, p.sparsity, p.aux,
+                                     p.extra != 0 ? fmt::format("  extra {:.4f}", p.extra) : "", p.l0,
+                                     100 * p.dead_fraction, p.lr, p.tokens_per_s, p.eta_s);
       bool last = p.step == p.steps;
       if (tty) fmt::print(stderr, "\r{}{}", line, last ? "\n" : "");
       else if (last || p.step % (p.steps / 10 > 0 ? p.steps / 10 : 1) == 0) fmt::print(stderr, "{}\n", line);
     };
     fmt::print("train-sae\n  source  {}\n  sae     {} d_in {} d_sae {}{}\n  steps   {} x {} rows, lr {}\n  out     {}\n",
                source->describe(), cfg.architecture, cfg.d_in, cfg.d_sae,
-               cfg.architecture == "topk" || cfg.architecture == "batchtopk" ? fmt::format(" k {}", cfg.k) : "",
+               sae_architecture(cfg.architecture).uses_k ? fmt::format(" k {}", cfg.k) : "",
                o.steps, o.batch, o.lr, a->out);
     std::fflush(stdout);
     TrainResult r = train_sae(sae, *source, o);

@@ -19,7 +19,8 @@ void register_sae_info(CLI::App& app) {
     for (const auto& s : saes) {
       const SAEConfig& c = s.config;
       std::string arch = c.architecture;
-      if (c.architecture == "topk" || c.architecture == "batchtopk") arch += fmt::format(" (k {})", c.k);
+      if (sae_architecture(c.architecture).uses_k) arch += fmt::format(" (k {})", c.k);
+      if (c.architecture == "matryoshka") arch += fmt::format(" prefixes [{}]", fmt::join(c.prefixes(), ", "));
       fmt::print("{}\n  format        {}\n  architecture  {}\n  d_in, d_sae   {}, {}\n  hook          {}\n"
                  "  normalization {}\n  weights       {}\n",
                  s.dir, s.format, arch, c.d_in, c.d_sae, c.hook_name.empty() ? "(none)" : c.hook_name,

@@ -80,6 +80,10 @@ def dictionary_learning_saes():
       JumpReluAutoEncoder  W_enc [d_in, d_sae], b_enc, W_dec, b_dec, threshold (apply_b_dec_to_input
                            False); f = relu(pre * (pre > threshold)) * |W_dec rows|,
                            x_hat = (f / |W_dec rows|) @ W_dec + b_dec
+      GatedAutoEncoder     encoder (no bias), decoder (no bias), decoder_bias, r_mag, gate_bias,
+                           mag_bias; x_enc = encoder(x - decoder_bias),
+                           f = 1[x_enc + gate_bias > 0] * relu(exp(r_mag) x_enc + mag_bias) * n,
+                           x_hat = decoder(f / n) + decoder_bias, n = decoder column norms + 1e-8
     """
     g = torch.Generator().manual_seed(30)
 
@@ -123,7 +127,21 @@ def dictionary_learning_saes():
         f = torch.relu(pre * (pre > t["threshold"])) * n
         return f, (f / n) @ t["W_dec"] + t["b_dec"]
 
+    dec = lin(D_IN, D_SAE) * (0.5 + torch.rand(1, D_SAE, generator=g))  # columns not unit norm
+    gated = {"decoder_bias": torch.randn(D_IN, generator=g) * 0.1, "encoder.weight": lin(D_SAE, D_IN),
+             "r_mag": torch.randn(D_SAE, generator=g) * 0.3, "gate_bias": torch.randn(D_SAE, generator=g) * 0.05,
+             "mag_bias": torch.randn(D_SAE, generator=g) * 0.05, "decoder.weight": dec}
+
+    def gated_fwd(t, x):
+        x_enc = (x - t["decoder_bias"]) @ t["encoder.weight"].T
+        f_gate = (x_enc + t["gate_bias"] > 0).float()
+        f = f_gate * torch.relu(t["r_mag"].exp() * x_enc + t["mag_bias"])
+        n = t["decoder.weight"].norm(dim=0, keepdim=True) + 1e-8
+        f = f * n
+        return f, (f / n) @ t["decoder.weight"].T + t["decoder_bias"]
+
     return {"standard": (std, trainer("AutoEncoder", trainer_class="StandardTrainer"), std_fwd),
+            "gated": (gated, trainer("GatedAutoEncoder", trainer_class="GatedSAETrainer"), gated_fwd),
             "topk": (topk, trainer("AutoEncoderTopK", trainer_class="TopKTrainer", k=K), topk_fwd),
             "batchtopk": (dict(topk), trainer("BatchTopKSAE", trainer_class="BatchTopKTrainer", k=K), batchtopk_fwd),
             "jumprelu": (jump, trainer("JumpReluAutoEncoder", trainer_class="JumpReluTrainer"), jump_fwd)}

@@ -109,21 +109,40 @@ TEST(SAE, ConfigValidationNamesTheField) {
   } catch (const interp::Error& e) {
     EXPECT_NE(std::string(e.what()).find("k must be in 1..d_sae (16)"), std::string::npos) << e.what();
   }
-  c.architecture = "gated";
+  c.architecture = "crosscoder";
   try {
     interp::SAE sae(c);
     FAIL();
   } catch (const interp::Error& e) {
-    EXPECT_NE(std::string(e.what()).find("not one of standard, topk, batchtopk, jumprelu"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("not one of standard, topk, batchtopk, jumprelu, gated, matryoshka"),
+              std::string::npos)
+        << e.what();
   }
+  c.architecture = "matryoshka";
+  c.k = 4;
+  for (std::vector<int64_t> bad : {std::vector<int64_t>{4, 4, 16}, {0, 16}, {4, 8}}) {
+    c.matryoshka_prefixes = bad;
+    try {
+      interp::SAE sae(c);
+      FAIL();
+    } catch (const interp::Error& e) {
+      EXPECT_NE(std::string(e.what()).find("matryoshka_prefixes must"), std::string::npos) << e.what();
+    }
+  }
+  c.matryoshka_prefixes = {};
+  EXPECT_EQ(c.prefixes(), (std::vector<int64_t>{1, 2, 4, 8, 16}));
+  c.architecture = "topk";
+  c.matryoshka_prefixes = {4, 16};
+  EXPECT_THROW(interp::SAE sae(c), interp::Error);
 }
 
 TEST(SAE, SaveLoadRoundTripFoldsTheScale) {
-  for (const std::string arch : {"standard", "topk", "batchtopk", "jumprelu"}) {
+  for (const std::string arch : interp::sae_architectures()) {
     interp::SAEConfig c;
     c.architecture = arch;
     c.d_in = 16;
     c.d_sae = 64;
+    if (arch == "matryoshka") c.matryoshka_prefixes = {8, 40, 64};
     c.k = 4;
     c.hook_name = "blocks.1.hook_resid_post";
     c.threshold_init = 0.05;
@@ -133,8 +152,9 @@ TEST(SAE, SaveLoadRoundTripFoldsTheScale) {
       at::NoGradGuard g;
       sae.b_enc().detach().normal_(0, 0.1);
       sae.b_dec().detach().normal_(0, 0.1);
+      for (const auto& [name, t] : sae.extra_parameters()) t.detach().uniform_(0.01, 0.1);
     }
-    if (arch == "batchtopk") sae.set_inference_threshold(0.2);
+    if (interp::sae_architecture(arch).batch_threshold) sae.set_inference_threshold(0.2);
     at::Tensor x = at::randn({32, 16});
     at::Tensor h = sae.encode(x), y = sae.decode(h);
     std::string dir = ::testing::TempDir() + "/sae-" + arch;
@@ -142,6 +162,8 @@ TEST(SAE, SaveLoadRoundTripFoldsTheScale) {
     interp::SAE back = interp::SAE::load(dir);
     EXPECT_EQ(back.config().norm_scale, 1.0);
     EXPECT_EQ(back.config().hook_name, "blocks.1.hook_resid_post");
+    EXPECT_EQ(back.config().prefixes(), sae.config().prefixes());
+    EXPECT_GT((h > 0).sum().item<int64_t>(), 0) << arch;
     EXPECT_TRUE(interp::test::close(back.encode(x), h, 1e-5, arch + " h after reload"));
     EXPECT_TRUE(interp::test::close(back.decode(back.encode(x)), y, 1e-5, arch + " x_hat after reload"));
   }
@@ -173,6 +195,19 @@ TEST(SAE, ArchitectureInvariants) {
   auto g = torch::autograd::grad({o.sparsity}, {jr.threshold()})[0];
   at::Tensor expect = -((pre - 0.3).abs() < 0.05).to(at::kFloat).sum(0) / 0.1 / 10;
   EXPECT_TRUE(interp::test::close(g, expect, 1e-4, "jumprelu threshold gradient"));
+  // gated: latents fire only where the gate's pre-activation is positive; magnitudes from the
+  // rescaled path (r_mag, b_mag set here by hand)
+  c.architecture = "gated";
+  interp::SAE gt(c);
+  {
+    at::NoGradGuard ng;
+    gt.b_enc().detach().uniform_(-0.2, 0.2);
+    gt.param("r_mag").detach().uniform_(-0.5, 0.5);
+    gt.param("b_mag").detach().uniform_(-0.1, 0.1);
+    at::Tensor gate = gt.encode_pre(x);
+    at::Tensor mag = (x - gt.b_dec()).matmul(gt.W_enc() * gt.param("r_mag").exp()) + gt.param("b_mag");
+    EXPECT_TRUE(interp::test::close(gt.encode(x), (gate > 0).to(at::kFloat) * at::relu(mag), 1e-5, "gated h"));
+  }
   // standard: the L1 term is weighted by decoder row norms
   c.architecture = "standard";
   interp::SAE st(c);
@@ -435,7 +470,8 @@ TEST_P(Golden, ForwardLossesAndGradientsMatchPyTorch) {
   auto meta = [&](const char* k) { return std::stod(g.metadata.at(k)); };
   EXPECT_EQ(sae.config().architecture, GetParam());
   EXPECT_EQ(sae.config().hook_name, "blocks.0.hook_resid_post");
-  if (GetParam() == "topk" || GetParam() == "batchtopk") EXPECT_EQ(sae.config().k, 4) << "k from activation_fn_kwargs";
+  if (interp::sae_architecture(GetParam()).uses_k) EXPECT_EQ(sae.config().k, 4) << "k from activation_fn_kwargs";
+  if (GetParam() == "matryoshka") EXPECT_EQ(sae.config().prefixes(), (std::vector<int64_t>{6, 18, 48}));
   sae.set_loss_coefficients(meta("l1_coefficient"), static_cast<int64_t>(meta("aux_k")), meta("aux_coefficient"),
                             meta("bandwidth"));
   const auto& t = g.tensors;
@@ -443,13 +479,16 @@ TEST_P(Golden, ForwardLossesAndGradientsMatchPyTorch) {
   EXPECT_TRUE(interp::test::close(out.dense_h(), t.at("h"), 1e-5, "h"));
   EXPECT_TRUE(at::equal(out.fired(), t.at("h").gt(0).any(0)));
   EXPECT_TRUE(interp::test::close(out.x_hat, t.at("x_hat"), 1e-5, "x_hat"));
-  for (const char* k : {"mse", "sparsity", "aux", "loss"}) {
-    at::Tensor got = k == std::string("mse") ? out.mse : k == std::string("sparsity") ? out.sparsity
-                     : k == std::string("aux") ? out.aux : out.loss;
-    EXPECT_TRUE(interp::test::close(got, t.at(k), 1e-4, k));
+  for (const char* k : {"mse", "sparsity", "aux", "extra", "loss"}) {
+    const std::string s = k;
+    at::Tensor got = s == "mse" ? out.mse : s == "sparsity" ? out.sparsity : s == "aux" ? out.aux : s == "extra" ? out.extra : out.loss;
+    auto r = interp::test::close(got, t.at(k), 1e-4, k);
+    EXPECT_TRUE(r);
+    std::printf("  %s\n", r.message());
   }
-  std::vector<std::string> names = {"W_enc", "W_dec", "b_enc", "b_dec"};
-  if (GetParam() == "jumprelu") names.push_back("threshold");
+  // parameters() order: W_enc, W_dec, b_enc, b_dec, then the architecture's own by name
+  std::vector<std::string> names = {"W_enc", "W_dec", interp::sae_architecture(GetParam()).saelens_b_enc, "b_dec"};
+  for (const auto& [name, v] : sae.extra_parameters()) names.push_back(name);
   auto grads = torch::autograd::grad({out.loss}, sae.parameters());
   ASSERT_EQ(grads.size(), names.size());
   for (size_t i = 0; i < names.size(); ++i) {
@@ -459,7 +498,8 @@ TEST_P(Golden, ForwardLossesAndGradientsMatchPyTorch) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Architectures, Golden, ::testing::Values("standard", "topk", "batchtopk", "jumprelu"));
+INSTANTIATE_TEST_SUITE_P(Architectures, Golden,
+                         ::testing::Values("standard", "topk", "batchtopk", "jumprelu", "gated", "matryoshka"));
 
 }  // namespace
 
@@ -480,7 +520,7 @@ TEST(Formats, SparsifyAndSAELensFoldersReproduceTheirTools) {
   for (const std::string name : {"sparsify/layers.0", "sparsify/layers.1", "saelens_release/blocks.0.hook_resid_pre",
                                  "saelens_release/blocks.1.hook_resid_pre", "dictionary_learning/standard",
                                  "dictionary_learning/topk", "dictionary_learning/batchtopk",
-                                 "dictionary_learning/jumprelu"}) {
+                                 "dictionary_learning/jumprelu", "dictionary_learning/gated"}) {
     interp::SAE sae = interp::SAE::load(formats(name));
     at::NoGradGuard g;
     at::Tensor h = sae.encode(x);
@@ -491,12 +531,13 @@ TEST(Formats, SparsifyAndSAELensFoldersReproduceTheirTools) {
     std::printf("  %s\n  %s\n", rh.message(), rx.message());
     ++n;
   }
-  EXPECT_EQ(n, 8);
+  EXPECT_EQ(n, 9);
   auto dl = interp::sae_inspect(formats("dictionary_learning"));
-  ASSERT_EQ(dl.size(), 4u);
+  ASSERT_EQ(dl.size(), 5u);
   std::vector<std::string> archs;
   for (const auto& i : dl) archs.push_back(i.config.architecture + "/" + i.format);
-  EXPECT_EQ(archs, (std::vector<std::string>{"batchtopk/dictionary_learning", "jumprelu/dictionary_learning",
+  EXPECT_EQ(archs, (std::vector<std::string>{"batchtopk/dictionary_learning", "gated/dictionary_learning",
+                                             "jumprelu/dictionary_learning",
                                              "standard/dictionary_learning", "topk/dictionary_learning"}));
   EXPECT_EQ(dl[0].config.hook_name, "resid_post_layer_1");
   auto info = interp::sae_inspect(formats("sparsify/layers.1"));

@@ -19,6 +19,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -26,10 +27,12 @@
 namespace interp {
 
 struct SAEConfig {
-  std::string architecture = "topk";  // standard, topk, batchtopk, jumprelu
+  std::string architecture = "topk";  // standard, topk, batchtopk, jumprelu, gated, matryoshka
   int64_t d_in = 0, d_sae = 0;
-  int64_t k = 32;                     // topk, batchtopk
-  double l1_coefficient = 1.0;        // standard: L1 weight; jumprelu: L0 weight
+  int64_t k = 32;                     // topk, batchtopk, matryoshka
+  // matryoshka: increasing prefix sizes, the last d_sae; empty: d_sae/16, d_sae/8, d_sae/4, d_sae/2, d_sae
+  std::vector<int64_t> matryoshka_prefixes;
+  double l1_coefficient = 1.0;        // standard, gated: L1 weight; jumprelu: L0 weight
   double bandwidth = 0.001;           // jumprelu: straight-through estimator width
   double threshold_init = 0.001;      // jumprelu
   int64_t aux_k = 512;                // topk/batchtopk: latents in the AuxK loss (0: off)
@@ -43,6 +46,7 @@ struct SAEConfig {
   uint64_t seed = 0;
 
   void validate() const;  // throws interp::Error naming the field
+  std::vector<int64_t> prefixes() const;  // matryoshka's prefix sizes (the default filled in)
   std::string to_json() const;
   static SAEConfig from_json(const std::string& text, const std::string& where);
 };
@@ -54,7 +58,10 @@ struct SAEOutput {
   int64_t d_sae = 0;
   at::Tensor dense_h() const; // h, built from the active latents if needed (no gradient)
   at::Tensor fired() const;   // [d_sae] bool: latents active in any row
-  at::Tensor mse, sparsity, aux, loss;  // scalars; loss = mse + sparsity_weight * sparsity + aux
+  // scalars; loss = mse + sparsity_weight * l1_coefficient * sparsity + aux_coefficient * aux + extra:
+  // aux is AuxK, extra the architecture's own term, weighted (gated: gate reconstruction;
+  // matryoshka: the prefixes' reconstructions)
+  at::Tensor mse, sparsity, aux, extra, loss;
   at::Tensor l0;              // scalar: mean active latents per row
 };
 
@@ -70,21 +77,24 @@ class SAE {
   // dead_mask [d_sae] (bool) selects latents for the AuxK loss.
   SAEOutput forward(const at::Tensor& x, double sparsity_weight = 1.0, const at::Tensor& dead_mask = {}) const;
 
-  std::vector<at::Tensor> parameters() const;  // trainable: W_enc, W_dec, b_enc, b_dec (+ threshold)
+  // trainable: W_enc, W_dec, b_enc, b_dec, then the architecture's own (extra_parameters(), by name)
+  std::vector<at::Tensor> parameters() const;
+  const std::map<std::string, at::Tensor>& extra_parameters() const { return extra_; }  // threshold, r_mag, b_mag
+  const at::Tensor& param(const std::string& name) const;  // an extra parameter; throws if this SAE lacks it
   const at::Tensor& W_enc() const { return W_enc_; }  // [d_in, d_sae]; tensors share storage:
   const at::Tensor& W_dec() const { return W_dec_; }  // [d_sae, d_in]  in-place updates (no grad)
   const at::Tensor& b_enc() const { return b_enc_; }  // [d_sae]        change the SAE
   const at::Tensor& b_dec() const { return b_dec_; }  // [d_in]
-  const at::Tensor& threshold() const { return threshold_; }  // [d_sae], jumprelu only
+  const at::Tensor& threshold() const;  // [d_sae], jumprelu only (undefined otherwise)
   void normalize_decoder();                        // unit-norm rows of W_dec (no grad)
   void set_norm_scale(double s) { cfg_.norm_scale = s; }
   // Training settings a cfg.json from another tool may not carry.
   void set_loss_coefficients(double l1_coefficient, int64_t aux_k, double aux_coefficient, double bandwidth);
   void set_inference_threshold(double t) { batch_threshold_ = t; }  // batchtopk
-  // Replaces the weights (shapes as above; threshold only for jumprelu), e.g. read from another
-  // tool's file. Throws interp::Error for a shape that does not fit the config.
+  // Replaces the weights (shapes as above; `extra` holds the architecture's own, each [d_sae]), e.g.
+  // read from another tool's file. Throws interp::Error for a shape that does not fit the config.
   void load_weights(const at::Tensor& W_enc, const at::Tensor& b_enc, const at::Tensor& W_dec, const at::Tensor& b_dec,
-                    const at::Tensor& threshold = {});
+                    const std::map<std::string, at::Tensor>& extra = {});
   double inference_threshold() const { return batch_threshold_; }
 
   // SAELens layout: DIR/cfg.json + DIR/sae_weights.safetensors (W_enc, W_dec, b_enc, b_dec[, threshold]).
@@ -100,7 +110,8 @@ class SAE {
 
  private:
   SAEConfig cfg_;
-  at::Tensor W_enc_, W_dec_, b_enc_, b_dec_, threshold_;
+  at::Tensor W_enc_, W_dec_, b_enc_, b_dec_;
+  std::map<std::string, at::Tensor> extra_;  // the architecture's own parameters
   double batch_threshold_ = 0;  // batchtopk inference threshold (running estimate)
 };
 
@@ -119,6 +130,18 @@ std::vector<SAEFolderInfo> sae_inspect(const std::string& dir);
 // The architecture registry: activation function and sparsity penalty by name.
 struct SAEArchitecture {
   std::string name;
+  bool uses_k = false;        // k is a setting (topk, batchtopk, matryoshka)
+  bool unit_decoder = true;   // decoder rows renormalised after each step (standard: its L1 is norm-weighted)
+  bool batch_threshold = false;  // inference keeps pre > a threshold estimated in training (batchtopk)
+  std::string saelens_b_enc = "b_enc";  // the encoder bias's name in SAELens files (gated: b_gate)
+  // The architecture's own parameters beyond W_enc, W_dec, b_enc, b_dec: name -> initial value [d_sae].
+  // Saved and loaded under these names; unchanged by the activation scale folded in on save.
+  std::function<std::map<std::string, at::Tensor>(const SAEConfig&)> extra_parameters;
+  // Optional loss term of its own, weighted already, added to the loss (x in normalised units,
+  // h dense or undefined when `active` is used).
+  std::function<at::Tensor(const SAE&, const at::Tensor& x, const at::Tensor& pre, const at::Tensor& h)> extra_loss;
+  // Optional, after each optimiser step, without gradient: keep parameters in range (thresholds >= 0).
+  std::function<void(SAE&)> after_step;
   // pre [B, d_sae] -> h [B, d_sae]; `training` selects the training-time rule (batchtopk).
   std::function<at::Tensor(const SAE&, const at::Tensor& pre, bool training)> activate;
   // sparsity term (before its weight): L1 of norm-weighted h, L0, or none.

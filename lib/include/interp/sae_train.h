@@ -50,9 +50,9 @@ std::unique_ptr<ActivationSource> tensor_files_source(const std::string& path, c
 std::unique_ptr<ActivationSource> live_source(const HookedModel& model, const PackedContexts& contexts,
                                               const std::string& hook, int64_t contexts_per_forward = 16);
 
-struct TrainProgress {
+struct TrainProgress {  // aux: AuxK; extra: the architecture's own loss term (gated, matryoshka)
   int64_t step = 0, steps = 0;
-  double mse = 0, sparsity = 0, aux = 0, l0 = 0, dead_fraction = 0, lr = 0, tokens_per_s = 0, eta_s = 0;
+  double mse = 0, sparsity = 0, aux = 0, extra = 0, l0 = 0, dead_fraction = 0, lr = 0, tokens_per_s = 0, eta_s = 0;
 };
 
 struct TrainOptions {

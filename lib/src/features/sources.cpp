@@ -19,8 +19,9 @@ SAE random_directions_like(const SAE& sae, uint64_t seed) {
   SAEConfig c = sae.config();
   // TopK with the SAE's k (32 for architectures without one): each token gets the k random directions
   // it projects on most, as the SAE gives each token its k best latents.
-  if (c.architecture != "topk" && c.architecture != "batchtopk") c.k = 32;
+  if (!sae_architecture(c.architecture).uses_k) c.k = 32;
   c.architecture = "topk";
+  c.matryoshka_prefixes.clear();
   c.seed = seed;
   SAE r(c);  // unit-norm random decoder rows, encoder = their transpose, b_enc = 0
   at::NoGradGuard g;

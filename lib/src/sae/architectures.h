@@ -9,5 +9,7 @@ SAEArchitecture standard();
 SAEArchitecture topk();
 SAEArchitecture batchtopk();
 SAEArchitecture jumprelu();
+SAEArchitecture gated();
+SAEArchitecture matryoshka();
 
 }  // namespace interp::sae_detail

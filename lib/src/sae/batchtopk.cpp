@@ -12,6 +12,8 @@ SAEArchitecture batchtopk() {
   SAEArchitecture a;
   a.name = "batchtopk";
   a.uses_aux_k = true;
+  a.uses_k = true;
+  a.batch_threshold = true;
   a.activate = [](const SAE& sae, const at::Tensor& pre, bool training) {
     at::Tensor r = at::relu(pre);
     if (!training) return r * (r > sae.inference_threshold());

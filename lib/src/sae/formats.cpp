@@ -180,7 +180,8 @@ SAE dictionary_learning_sae(const fs::path& dir, const DictionaryLearning& d, SA
   };
   SAEConfig cfg;
   cfg.hook_name = d.hook;
-  at::Tensor W_enc, b_enc, W_dec, b_dec, threshold;
+  at::Tensor W_enc, b_enc, W_dec, b_dec;
+  std::map<std::string, at::Tensor> extra;
   double batch_threshold = 0;
   const std::string& c = d.dict_class;
   if (c == "AutoEncoder" || c == "AutoEncoderNew") {
@@ -211,11 +212,24 @@ SAE dictionary_learning_sae(const fs::path& dir, const DictionaryLearning& d, SA
     W_enc = get("W_enc") * n;
     b_dec = get("b_dec");
     b_enc = get("b_enc") * n + at::matmul(b_dec, W_enc);
-    threshold = get("threshold") * n;
+    extra["threshold"] = get("threshold") * n;
+    W_dec = W_dec / n.unsqueeze(1);
+  } else if (c == "GatedAutoEncoder") {
+    // x_enc = encoder(x - decoder_bias); f = 1[x_enc + gate_bias > 0] * relu(exp(r_mag) x_enc + mag_bias),
+    // scaled by the decoder column norms n as dictionary_learning's encode does: scale the encoder, both
+    // biases and the latents by n (n > 0 keeps the gate's sign), the decoder by 1/n.
+    cfg.architecture = "gated";
+    W_dec = get("decoder.weight").t();
+    at::Tensor n = W_dec.norm(2, 1) + 1e-8;
+    W_enc = get("encoder.weight").t() * n;
+    b_enc = get("gate_bias") * n;
+    b_dec = get("decoder_bias");
+    extra["r_mag"] = get("r_mag");
+    extra["b_mag"] = get("mag_bias") * n;
     W_dec = W_dec / n.unsqueeze(1);
   } else {
     throw Error(fmt::format("{}: {} is not an architecture interp has yet (it reads AutoEncoder, AutoEncoderNew, "
-                            "AutoEncoderTopK, BatchTopKSAE and JumpReluAutoEncoder)",
+                            "AutoEncoderTopK, BatchTopKSAE, JumpReluAutoEncoder and GatedAutoEncoder)",
                             file, c));
   }
   cfg.d_in = W_enc.size(0);
@@ -227,7 +241,7 @@ SAE dictionary_learning_sae(const fs::path& dir, const DictionaryLearning& d, SA
   cfg.validate();
   if (cfg_out) *cfg_out = cfg;
   SAE sae(cfg);
-  sae.load_weights(W_enc, b_enc, W_dec, b_dec, threshold);
+  sae.load_weights(W_enc, b_enc, W_dec, b_dec, extra);
   if (cfg.architecture == "batchtopk") sae.set_inference_threshold(batch_threshold);
   return sae;
 }
@@ -282,21 +296,22 @@ SAE SAE::load(const std::string& dir_in) {
   SafetensorsFile f = safetensors_load(file);
   SAE sae(cfg);
   const std::string by = "cfg.json";
+  const SAEArchitecture& arch = sae_architecture(cfg.architecture);
   sae.W_enc_ = take(f, file, "W_enc", {cfg.d_in, cfg.d_sae}, by);
   sae.W_dec_ = take(f, file, "W_dec", {cfg.d_sae, cfg.d_in}, by);
-  sae.b_enc_ = take(f, file, "b_enc", {cfg.d_sae}, by);
+  sae.b_enc_ = take(f, file, arch.saelens_b_enc, {cfg.d_sae}, by);
   sae.b_dec_ = take(f, file, "b_dec", {cfg.d_in}, by);
   // apply_b_dec_to_input = false: h = act(x W_enc + b_enc) = act((x - b_dec) W_enc + (b_enc + b_dec W_enc))
   if (!apply_b_dec) sae.b_enc_ = (sae.b_enc_ + at::matmul(sae.b_dec_, sae.W_enc_)).contiguous();
   for (auto* p : {&sae.W_enc_, &sae.W_dec_, &sae.b_enc_, &sae.b_dec_}) p->set_requires_grad(true);
-  if (cfg.architecture == "jumprelu") sae.threshold_ = take(f, file, "threshold", {cfg.d_sae}, by).set_requires_grad(true);
-  if (cfg.architecture == "batchtopk" && f.tensors.count("threshold"))
+  for (auto& [name, t] : sae.extra_) t = take(f, file, name, {cfg.d_sae}, by).set_requires_grad(true);
+  if (arch.batch_threshold && f.tensors.count("threshold"))
     sae.batch_threshold_ = f.tensors.at("threshold")[0].item<double>();
   return sae;
 }
 
 void SAE::load_weights(const at::Tensor& W_enc, const at::Tensor& b_enc, const at::Tensor& W_dec,
-                       const at::Tensor& b_dec, const at::Tensor& threshold) {
+                       const at::Tensor& b_dec, const std::map<std::string, at::Tensor>& extra) {
   auto fit = [&](const at::Tensor& t, std::vector<int64_t> shape, const char* name) {
     if (!t.defined() || t.sizes().vec() != shape)
       throw Error(fmt::format("SAE weights: '{}' must be [{}] for this config", name, fmt::join(shape, ", ")));
@@ -306,7 +321,12 @@ void SAE::load_weights(const at::Tensor& W_enc, const at::Tensor& b_enc, const a
   b_enc_ = fit(b_enc, {cfg_.d_sae}, "b_enc");
   W_dec_ = fit(W_dec, {cfg_.d_sae, cfg_.d_in}, "W_dec");
   b_dec_ = fit(b_dec, {cfg_.d_in}, "b_dec");
-  if (cfg_.architecture == "jumprelu") threshold_ = fit(threshold, {cfg_.d_sae}, "threshold");
+  for (const auto& [name, t] : extra)
+    if (!extra_.count(name)) throw Error(fmt::format("SAE weights: a {} SAE has no parameter '{}'", cfg_.architecture, name));
+  for (auto& [name, t] : extra_) {
+    auto it = extra.find(name);
+    t = fit(it == extra.end() ? at::Tensor() : it->second, {cfg_.d_sae}, name.c_str());
+  }
 }
 
 void SAE::save_sparsify(const std::string& dir) const {
@@ -354,6 +374,9 @@ std::vector<SAEFolderInfo> sae_inspect(const std::string& dir_in) {
       if (dl.dict_class == "JumpReluAutoEncoder")
         info.notes.push_back("latents scaled by the decoder row norms as dictionary_learning's are; the encoder's "
                              "input without b_dec folded into b_enc");
+      if (dl.dict_class == "GatedAutoEncoder")
+        info.notes.push_back("latents scaled by the decoder column norms as dictionary_learning's are (encoder, "
+                             "gate_bias and mag_bias by n, decoder by 1/n); gate_bias read as b_enc");
     } else if (info.format == "sparsify") {
       info.config = sparsify_config(d);
       SafetensorsFile f = safetensors_load((d / "sae.safetensors").string());

@@ -24,6 +24,10 @@ at::Tensor kernel(const SAE& sae, const at::Tensor& pre) {
 SAEArchitecture jumprelu() {
   SAEArchitecture a;
   a.name = "jumprelu";
+  a.extra_parameters = [](const SAEConfig& c) {
+    return std::map<std::string, at::Tensor>{{"threshold", at::full({c.d_sae}, c.threshold_init, at::kFloat)}};
+  };
+  a.after_step = [](SAE& sae) { sae.threshold().detach().clamp_min_(0); };
   a.activate = [](const SAE& sae, const at::Tensor& pre, bool training) {
     const at::Tensor& theta = sae.threshold();
     at::Tensor gate = (pre > theta).to(pre.scalar_type()).detach();

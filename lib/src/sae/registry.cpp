@@ -9,7 +9,7 @@ namespace interp {
 namespace {
 const std::vector<SAEArchitecture>& all() {
   static const std::vector<SAEArchitecture> a = {sae_detail::standard(), sae_detail::topk(), sae_detail::batchtopk(),
-                                                 sae_detail::jumprelu()};
+                                                 sae_detail::jumprelu(), sae_detail::gated(), sae_detail::matryoshka()};
   return a;
 }
 }  // namespace

@@ -19,14 +19,25 @@ namespace fs = std::filesystem;
 using json = nlohmann::json;
 
 void SAEConfig::validate() const {
-  sae_architecture(architecture);  // throws for unknown names
   auto bad = [](const std::string& field, const std::string& why) {
     return Error(fmt::format("SAE config: {} {}", field, why));
   };
   if (d_in < 1) throw bad("d_in", fmt::format("must be positive (got {})", d_in));
   if (d_sae < 1) throw bad("d_sae", fmt::format("must be positive (got {})", d_sae));
-  if ((architecture == "topk" || architecture == "batchtopk") && (k < 1 || k > d_sae))
+  const SAEArchitecture& arch = sae_architecture(architecture);
+  if (arch.uses_k && (k < 1 || k > d_sae))
     throw bad("k", fmt::format("must be in 1..d_sae ({}) for {} (got {})", d_sae, architecture, k));
+  if (!matryoshka_prefixes.empty()) {
+    if (architecture != "matryoshka") throw bad("matryoshka_prefixes", fmt::format("apply to matryoshka, not {}", architecture));
+    int64_t last = 0;
+    for (int64_t m : matryoshka_prefixes) {
+      if (m <= last)
+        throw bad("matryoshka_prefixes", fmt::format("must increase from above 0 (got [{}])", fmt::join(matryoshka_prefixes, ", ")));
+      last = m;
+    }
+    if (last != d_sae)
+      throw bad("matryoshka_prefixes", fmt::format("must end at d_sae ({}) (got [{}])", d_sae, fmt::join(matryoshka_prefixes, ", ")));
+  }
   if (l1_coefficient < 0) throw bad("l1_coefficient", "must be >= 0");
   if (architecture == "jumprelu" && !(bandwidth > 0)) throw bad("bandwidth", "must be > 0");
   if (aux_k < 0) throw bad("aux_k", "must be >= 0");
@@ -40,6 +51,15 @@ void SAEConfig::validate() const {
               fmt::format("'{}' (a per-token normalisation at run time) is not supported yet; interp reads 'none' "
                           "and 'expected_average_only_in'",
                           normalize_activations));
+}
+
+std::vector<int64_t> SAEConfig::prefixes() const {
+  if (!matryoshka_prefixes.empty()) return matryoshka_prefixes;
+  std::vector<int64_t> p;
+  for (int64_t div : {16, 8, 4, 2})
+    if (d_sae / div > 0 && (p.empty() || d_sae / div > p.back())) p.push_back(d_sae / div);
+  p.push_back(d_sae);
+  return p;
 }
 
 std::string SAEConfig::to_json() const {
@@ -64,7 +84,7 @@ std::string SAEConfig::to_json() const {
             {"interp_norm_scale", norm_scale},
             // further fields SAELens's SAEConfig.from_dict expects
             {"activation_fn_str", architecture == "topk" ? "topk" : "relu"},
-            {"activation_fn_kwargs", architecture == "topk" || architecture == "batchtopk" ? json{{"k", k}} : json::object()},
+            {"activation_fn_kwargs", sae_architecture(architecture).uses_k ? json{{"k", k}} : json::object()},
             {"finetuning_scaling_factor", false},
             {"model_name", ""},
             {"hook_head_index", nullptr},
@@ -77,6 +97,7 @@ std::string SAEConfig::to_json() const {
             {"model_from_pretrained_kwargs", json::object()},
             {"seqpos_slice", json::array({nullptr})}};
   if (int layer = point_layer(hook_name); layer >= 0) j["hook_layer"] = layer;
+  if (architecture == "matryoshka") j["matryoshka_prefixes"] = prefixes();
   return j.dump(2) + "\n";
 }
 
@@ -108,6 +129,7 @@ SAEConfig SAEConfig::from_json(const std::string& text, const std::string& where
     if (j.contains("normalize_activations") && j["normalize_activations"].is_null()) c.normalize_activations = "none";
     c.seed = j.value("seed", uint64_t{0});
     c.norm_scale = j.value("interp_norm_scale", 1.0);
+    if (j.contains("matryoshka_prefixes")) c.matryoshka_prefixes = j["matryoshka_prefixes"].get<std::vector<int64_t>>();
   } catch (const json::exception& e) {
     throw Error(fmt::format("{}: {} (an SAELens cfg.json needs d_in and d_sae)", where, e.what()));
   }
@@ -124,15 +146,27 @@ SAE::SAE(const SAEConfig& cfg) : cfg_(cfg) {
   W_enc_ = W_dec_.t().clone().contiguous();
   b_enc_ = at::zeros({cfg_.d_sae}, at::kFloat);
   b_dec_ = at::zeros({cfg_.d_in}, at::kFloat);
-  if (cfg_.architecture == "jumprelu") threshold_ = at::full({cfg_.d_sae}, cfg_.threshold_init, at::kFloat);
-  for (auto* p : {&W_enc_, &W_dec_, &b_enc_, &b_dec_, &threshold_})
-    if (p->defined()) p->set_requires_grad(true);
+  if (const auto& init = sae_architecture(cfg_.architecture).extra_parameters) extra_ = init(cfg_);
+  for (auto* p : {&W_enc_, &W_dec_, &b_enc_, &b_dec_}) p->set_requires_grad(true);
+  for (auto& [name, t] : extra_) t.set_requires_grad(true);
 }
 
 std::vector<at::Tensor> SAE::parameters() const {
   std::vector<at::Tensor> p = {W_enc_, W_dec_, b_enc_, b_dec_};
-  if (threshold_.defined()) p.push_back(threshold_);
+  for (const auto& [name, t] : extra_) p.push_back(t);
   return p;
+}
+
+const at::Tensor& SAE::param(const std::string& name) const {
+  auto it = extra_.find(name);
+  if (it == extra_.end()) throw Error(fmt::format("a {} SAE has no parameter '{}'", cfg_.architecture, name));
+  return it->second;
+}
+
+const at::Tensor& SAE::threshold() const {
+  static const at::Tensor none;
+  auto it = extra_.find("threshold");
+  return it == extra_.end() ? none : it->second;
 }
 
 void SAE::set_loss_coefficients(double l1_coefficient, int64_t aux_k, double aux_coefficient, double bandwidth) {
@@ -225,13 +259,15 @@ SAEOutput SAE::forward(const at::Tensor& x_raw, double sparsity_weight, const at
     out.aux = (e_hat - residual).pow(2).sum(-1).mean() / denom;
   }
   out.loss = out.mse + sparsity_weight * cfg_.l1_coefficient * out.sparsity + cfg_.aux_coefficient * out.aux;
+  out.extra = arch.extra_loss ? arch.extra_loss(*this, x, pre, out.h) : at::zeros({}, x.options());
+  if (arch.extra_loss) out.loss = out.loss + out.extra;
   out.x_hat = cfg_.norm_scale == 1.0 ? y : y / cfg_.norm_scale;
   return out;
 }
 
 void SAE::to(const c10::Device& device) {
-  for (auto* p : {&W_enc_, &W_dec_, &b_enc_, &b_dec_, &threshold_})
-    if (p->defined()) *p = p->detach().to(device).set_requires_grad(true);
+  for (auto* p : {&W_enc_, &W_dec_, &b_enc_, &b_dec_}) *p = p->detach().to(device).set_requires_grad(true);
+  for (auto& [name, t] : extra_) t = t.detach().to(device).set_requires_grad(true);
 }
 
 void SAE::save(const std::string& dir) const {
@@ -242,14 +278,15 @@ void SAE::save(const std::string& dir) const {
   // Fold the activation scale s into the weights: h(x) = act(((s x) - b) W_e + c) equals
   // act((x - b/s)(s W_e) + c), and x_hat = (h W_d + b)/s = h (W_d/s) + b/s.
   const double s = cfg_.norm_scale;
+  const SAEArchitecture& arch = sae_architecture(cfg_.architecture);
   std::map<std::string, at::Tensor> t = {{"W_enc", (W_enc_ * s).cpu()},
                                          {"W_dec", (W_dec_ / s).cpu()},
-                                         {"b_enc", b_enc_.cpu()},
+                                         {arch.saelens_b_enc, b_enc_.cpu()},
                                          {"b_dec", (b_dec_ / s).cpu()}};
   SAEConfig folded = cfg_;
   folded.norm_scale = 1.0;
-  if (threshold_.defined()) t["threshold"] = threshold_.cpu();
-  if (cfg_.architecture == "batchtopk") t["threshold"] = at::full({cfg_.d_sae}, batch_threshold_, at::kFloat);
+  for (const auto& [name, v] : extra_) t[name] = v.detach().cpu();
+  if (arch.batch_threshold) t["threshold"] = at::full({cfg_.d_sae}, batch_threshold_, at::kFloat);
   safetensors_save((fs::path(dir) / "sae_weights.safetensors").string(), t,
                    {{"format", "pt"}, {"interp_batchtopk_threshold", std::to_string(batch_threshold_)}});
   std::string text = folded.to_json();

@@ -9,6 +9,7 @@ namespace interp::sae_detail {
 SAEArchitecture standard() {
   SAEArchitecture a;
   a.name = "standard";
+  a.unit_decoder = false;  // the L1 is weighted by the decoder norms instead
   a.activate = [](const SAE&, const at::Tensor& pre, bool) { return at::relu(pre); };
   a.sparsity = [](const SAE& sae, const at::Tensor&, const at::Tensor& h) {
     at::Tensor norms = sae.W_dec().norm(2, {1});

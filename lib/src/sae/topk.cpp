@@ -10,6 +10,7 @@ SAEArchitecture topk() {
   SAEArchitecture a;
   a.name = "topk";
   a.uses_aux_k = true;
+  a.uses_k = true;
   a.activate = [](const SAE& sae, const at::Tensor& pre, bool) {
     auto [vals, idx] = pre.topk(sae.config().k, -1);
     return at::zeros_like(pre).scatter(-1, idx, at::relu(vals));

@@ -113,7 +113,7 @@ void save_checkpoint(const std::string& path, const SAE& sae, const Adam& adam, 
                      int64_t step) {
   std::map<std::string, at::Tensor> t = {{"W_enc", sae.W_enc()}, {"W_dec", sae.W_dec()}, {"b_enc", sae.b_enc()},
                                          {"b_dec", sae.b_dec()}, {"since_fired", since_fired}};
-  if (sae.threshold().defined()) t["threshold"] = sae.threshold();
+  for (const auto& [name, v] : sae.extra_parameters()) t[name] = v;
   for (size_t i = 0; i < adam.m.size(); ++i) {
     t[fmt::format("adam.m.{}", i)] = adam.m[i];
     t[fmt::format("adam.v.{}", i)] = adam.v[i];
@@ -154,7 +154,7 @@ int64_t load_checkpoint(const std::string& path, SAE& sae, Adam& adam, at::Tenso
   take("W_dec", sae.W_dec());
   take("b_enc", sae.b_enc());
   take("b_dec", sae.b_dec());
-  if (sae.threshold().defined()) take("threshold", sae.threshold());
+  for (const auto& [name, v] : sae.extra_parameters()) take(name, v);
   take("since_fired", since_fired);
   std::vector<at::Tensor> params = sae.parameters();
   adam.m.clear();
@@ -243,7 +243,7 @@ TrainResult train_sae(SAE& sae, ActivationSource& source, const TrainOptions& o)
     throw Error(fmt::format("the source gives {}-dimensional activations but the SAE's d_in is {}", source.d_in(), cfg.d_in));
   if (o.steps < 1 || o.batch < 1) throw Error("train: steps and batch must be positive");
   const auto start = std::chrono::steady_clock::now();
-  const bool unit_decoder = cfg.architecture != "standard";  // standard's L1 is weighted by the norms instead
+  const SAEArchitecture& arch = sae_architecture(cfg.architecture);
 
   std::vector<at::Tensor> params = sae.parameters();
   Adam adam;
@@ -280,7 +280,7 @@ TrainResult train_sae(SAE& sae, ActivationSource& source, const TrainOptions& o)
     else if (o.b_dec_init != "zeros") throw Error(fmt::format("train: b_dec_init '{}' is not geometric_median, mean or zeros", o.b_dec_init));
   }
 
-  double acc_mse = 0, acc_sp = 0, acc_aux = 0, acc_l0 = 0;
+  double acc_mse = 0, acc_sp = 0, acc_aux = 0, acc_extra = 0, acc_l0 = 0;
   int64_t acc_n = 0;
   const int64_t decay_start = static_cast<int64_t>(static_cast<double>(o.steps) * (1.0 - o.lr_decay_fraction));
   for (int64_t step = first_step; step < o.steps; ++step) {
@@ -305,11 +305,11 @@ TrainResult train_sae(SAE& sae, ActivationSource& source, const TrainOptions& o)
     adam.step(params, grads, lr);
     {
       at::NoGradGuard g;
-      if (unit_decoder) sae.normalize_decoder();
-      if (cfg.architecture == "jumprelu") sae.threshold().detach().clamp_min_(0);
+      if (arch.unit_decoder) sae.normalize_decoder();
+      if (arch.after_step) arch.after_step(sae);
       at::Tensor fired = out.fired().cpu();
       since_fired.add_(o.batch).masked_fill_(fired, 0);
-      if (cfg.architecture == "batchtopk") {  // inference threshold: running mean of the smallest kept value
+      if (arch.batch_threshold) {  // inference threshold: running mean of the smallest kept value
         at::Tensor hv = out.h.detach();
         at::Tensor pos = hv.masked_select(hv > 0);
         if (pos.numel()) {
@@ -326,6 +326,7 @@ TrainResult train_sae(SAE& sae, ActivationSource& source, const TrainOptions& o)
     acc_mse += out.mse.item<double>();
     acc_sp += out.sparsity.item<double>();
     acc_aux += out.aux.item<double>();
+    acc_extra += out.extra.item<double>();
     acc_l0 += out.l0.item<double>();
     ++acc_n;
     const bool last = step + 1 == o.steps;
@@ -337,6 +338,7 @@ TrainResult train_sae(SAE& sae, ActivationSource& source, const TrainOptions& o)
       p.mse = acc_mse / static_cast<double>(acc_n);
       p.sparsity = acc_sp / static_cast<double>(acc_n);
       p.aux = acc_aux / static_cast<double>(acc_n);
+      p.extra = acc_extra / static_cast<double>(acc_n);
       p.l0 = acc_l0 / static_cast<double>(acc_n);
       p.dead_fraction = (since_fired > o.dead_window).to(at::kFloat).mean().item<double>();
       p.lr = lr;
@@ -346,7 +348,7 @@ TrainResult train_sae(SAE& sae, ActivationSource& source, const TrainOptions& o)
       result.l0 = p.l0;
       result.dead_fraction = p.dead_fraction;
       if (o.progress) o.progress(p);
-      acc_mse = acc_sp = acc_aux = acc_l0 = 0;
+      acc_mse = acc_sp = acc_aux = acc_extra = acc_l0 = 0;
       acc_n = 0;
     }
   }
