@@ -107,8 +107,10 @@ int main(int argc, char** argv) {
       double s = seconds_since(tr) - warm_s;
       ours = static_cast<double>(steps * batch) / s;
     }
-    // FLOPs per step: encoder forward + its weight gradient (2 x 2*B*d*m), sparse decoder (~6*B*k*d).
-    double flops_per_token = 4.0 * d_in * d_sae + 6.0 * k * d_in;
+    // FLOPs per token that a TopK step needs: the dense encoder forward (2*d*m), the sparse encoder
+    // backward (2*k*d) and the sparse decoder forward and backward (~6*k*d). The dense weight gradient
+    // a plain loop computes (another 2*d*m) is not needed, so it is not counted.
+    double flops_per_token = 2.0 * d_in * d_sae + 8.0 * k * d_in;
     std::string cmd = fmt::format("{} {}/sae_reference.py {} {} {} {} {} {}", python,
                                   std::filesystem::path(__FILE__).parent_path().string(), data, d_sae, k, batch, steps,
                                   threads);
@@ -124,7 +126,7 @@ int main(int argc, char** argv) {
                "{:.0f}%)\n",
                ours, ours * flops_per_token / 1e9, mm_gflops, 100 * ours * flops_per_token / 1e9 / mm_gflops);
     if (ref > 0)
-      fmt::print("  PyTorch Python loop {:>10.0f} tokens/s\n  ratio {:.2f}x (target >= 2)\n", ref, ours / ref);
+      fmt::print("  PyTorch Python loop {:>10.0f} tokens/s\n  ratio {:.2f}x (target >= 3)\n", ref, ours / ref);
     else
       fmt::print("  PyTorch reference did not run ({}); ratio unavailable\n", cmd);
   } catch (const interp::Error& e) {

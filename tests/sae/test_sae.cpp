@@ -170,6 +170,40 @@ TEST(SAE, SaveLoadRoundTripFoldsTheScale) {
   EXPECT_THROW(interp::SAE::load(::testing::TempDir() + "/no-such-sae"), interp::Error);
 }
 
+// TopK's sparse backward (no dense [B, d_sae] gradient) against autograd's dense one: the dense path
+// runs when x itself needs a gradient. AuxK included (its latents go through the same kernel).
+TEST(SAE, SparseTopKBackwardEqualsTheDenseOne) {
+  interp::SAEConfig c;
+  c.architecture = "topk";
+  c.d_in = 64;
+  c.d_sae = 1024;
+  c.k = 16;
+  c.aux_k = 64;
+  c.seed = 3;
+  interp::SAE sae(c);
+  {
+    at::NoGradGuard g;
+    sae.b_enc().detach().normal_(0, 0.1);
+    sae.b_dec().detach().normal_(0, 0.1);
+  }
+  at::manual_seed(4);
+  at::Tensor x = at::randn({300, 64});
+  at::Tensor dead = at::rand({1024}) < 0.3;
+  auto sparse = sae.forward(x, 1.0, dead);
+  auto gs = torch::autograd::grad({sparse.loss}, sae.parameters());
+  at::Tensor xg = x.clone().requires_grad_(true);
+  auto dense = sae.forward(xg, 1.0, dead);
+  auto gd = torch::autograd::grad({dense.loss}, sae.parameters());
+  EXPECT_GT(sparse.aux.item<double>(), 0);
+  EXPECT_TRUE(interp::test::close(sparse.loss, dense.loss, 1e-6, "loss"));
+  const char* names[] = {"W_enc", "W_dec", "b_enc", "b_dec"};
+  for (size_t i = 0; i < gs.size(); ++i) {
+    auto r = interp::test::close(gs[i], gd[i], 1e-5, std::string("sparse vs dense grad ") + names[i]);
+    EXPECT_TRUE(r);
+    std::printf("  %s\n", r.message());
+  }
+}
+
 TEST(SAE, ArchitectureInvariants) {
   interp::SAEConfig c;
   c.d_in = 8;

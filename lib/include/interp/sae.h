@@ -147,9 +147,11 @@ struct SAEArchitecture {
   // sparsity term (before its weight): L1 of norm-weighted h, L0, or none.
   std::function<at::Tensor(const SAE&, const at::Tensor& pre, const at::Tensor& h)> sparsity;
   bool uses_aux_k = false;
-  // Optional: the active latents as (indices [B, k], values [B, k]) when every row has a fixed
-  // number; the training forward then decodes only those rows of W_dec (embedding_bag), which is
-  // where TopK's speed comes from.
+  // Optional: the active latents as (indices [B, k], their pre-activations [B, k]) when every row
+  // has a fixed number; their values are then ReLU(pre-activation). The training forward decodes only
+  // those rows of W_dec (embedding_bag) and, on the CPU, gives `pre` to this function, `sparsity`
+  // and `extra_loss` without gradient: the chosen pre-activations alone carry it, through a sparse
+  // backward (lib/src/sae/sparse_encode.cpp). That is where TopK's speed comes from.
   std::function<std::pair<at::Tensor, at::Tensor>(const SAE&, const at::Tensor& pre)> active;
 };
 const SAEArchitecture& sae_architecture(const std::string& name);  // throws with the known names

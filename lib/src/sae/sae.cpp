@@ -11,6 +11,7 @@
 
 #include "interp/error.h"
 #include "interp/hooks.h"
+#include "sae/sparse_encode.h"
 #include "interp/safetensors.h"
 #include "io/atomic_file.h"
 
@@ -231,12 +232,28 @@ at::Tensor decode_rows(const at::Tensor& W, const at::Tensor& idx, const at::Ten
 SAEOutput SAE::forward(const at::Tensor& x_raw, double sparsity_weight, const at::Tensor& dead_mask) const {
   const SAEArchitecture& arch = sae_architecture(cfg_.architecture);
   at::Tensor x = cfg_.norm_scale == 1.0 ? x_raw : x_raw * cfg_.norm_scale;  // normalised units
-  at::Tensor pre = pre_activations(x, W_enc_, b_enc_, b_dec_);
+  // With a fixed number of active latents per row (TopK) on the CPU, the pre-activations are
+  // computed without gradient and only the chosen ones get it back, with a sparse backward
+  // (sparse_encode.cpp): no dense [B, d_sae] gradient, no second GEMM.
+  const bool sparse = arch.active && x.device().is_cpu() && x.scalar_type() == at::kFloat && !x.requires_grad();
+  at::Tensor bias = b_enc_ - at::matmul(b_dec_, W_enc_);  // (x - b_dec) W_enc + b_enc = x W_enc + bias
+  at::Tensor pre;
+  if (sparse) {
+    at::NoGradGuard g;
+    pre = at::addmm(bias.detach(), x, W_enc_.detach());
+  } else {
+    pre = at::addmm(bias, x, W_enc_);
+  }
+  auto chosen = [&](const at::Tensor& idx, const at::Tensor& vals) {  // ReLU'd, with gradient
+    return at::relu(sparse ? sae_detail::sparse_pre_activations(x, W_enc_, bias, idx, vals) : vals);
+  };
   SAEOutput out;
   out.d_sae = cfg_.d_sae;
   at::Tensor y;
   if (arch.active) {  // fixed number of active latents per row: decode only those rows, no dense h
-    std::tie(out.active_idx, out.active_vals) = arch.active(*this, pre);
+    at::Tensor raw;
+    std::tie(out.active_idx, raw) = arch.active(*this, pre);
+    out.active_vals = chosen(out.active_idx, raw);
     y = decode_rows(W_dec_, out.active_idx, out.active_vals) + b_dec_;
     out.l0 = (out.active_vals.detach() > 0).sum(-1).to(at::kFloat).mean();
   } else {
@@ -254,7 +271,7 @@ SAEOutput SAE::forward(const at::Tensor& x_raw, double sparsity_weight, const at
     at::Tensor masked = pre.masked_fill(dead_mask.logical_not().unsqueeze(0), -std::numeric_limits<float>::infinity());
     auto [vals, idx] = masked.topk(kk, -1);
     at::Tensor residual = (x - y).detach();
-    at::Tensor e_hat = decode_rows(W_dec_, idx, at::relu(vals));
+    at::Tensor e_hat = decode_rows(W_dec_, idx, chosen(idx, vals));
     at::Tensor denom = (residual - residual.mean(0, true)).pow(2).sum(-1).mean().clamp_min(1e-12);
     out.aux = (e_hat - residual).pow(2).sum(-1).mean() / denom;
   }

@@ -18,7 +18,7 @@ SAEArchitecture topk() {
   a.sparsity = [](const SAE&, const at::Tensor& pre, const at::Tensor&) { return at::zeros({}, pre.options()); };
   a.active = [](const SAE& sae, const at::Tensor& pre) {
     auto [vals, idx] = pre.topk(sae.config().k, -1);
-    return std::make_pair(idx, at::relu(vals));
+    return std::make_pair(idx, vals);
   };
   return a;
 }

@@ -1,0 +1,20 @@
+// Internal: the encoder's pre-activations at a few latents per row, with a sparse backward.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+namespace interp::sae_detail {
+
+// vals [B, k] are (x @ W_enc + bias)[b, idx[b, j]], already computed (without gradient) by the
+// caller; the result equals vals and carries their gradient to W_enc [d_in, d_sae] and bias [d_sae]
+// without a dense [B, d_sae] gradient: each latent's column gathers the rows of x that chose it
+// (grouped by a counting sort, then one latent per task, in parallel). x must not need a gradient.
+// CPU float32; elsewhere the caller uses the dense path.
+at::Tensor sparse_pre_activations(const at::Tensor& x, const at::Tensor& W_enc, const at::Tensor& bias,
+                                  const at::Tensor& idx, const at::Tensor& vals);
+
+// The gradients themselves, for tests and benchmarks: grad_W [d_in, d_sae], grad_bias [d_sae].
+std::pair<at::Tensor, at::Tensor> sparse_encoder_grad(const at::Tensor& x, const at::Tensor& idx,
+                                                      const at::Tensor& grad_vals, int64_t d_sae);
+
+}  // namespace interp::sae_detail
