@@ -155,9 +155,16 @@ TEST(Cli, CaptureTrainEvaluateAnSAE) {
   EXPECT_EQ(res["tokens"], 2048);
   EXPECT_LT(res["fvu"].get<double>(), 0.5) << "a trained SAE explains most of the variance";
   EXPECT_NEAR(res["l0"].get<double>(), 8, 1e-9) << "TopK: exactly k active per token";
-  auto bad = run("train-sae --activations " + dir + "/store --arch gated --out " + dir + "/x");
+  auto bad = run("train-sae --activations " + dir + "/store --arch crosscoder --out " + dir + "/x");
   EXPECT_NE(bad.code, 0);
-  EXPECT_TRUE(has(bad, "architecture 'gated' is not one of standard, topk, batchtopk, jumprelu")) << bad.out;
+  EXPECT_TRUE(has(bad, "architecture 'crosscoder' is not one of standard, topk, batchtopk, jumprelu, gated, matryoshka"))
+      << bad.out;
+  EXPECT_FALSE(std::filesystem::exists(dir + "/x")) << "refused before creating the output";
+  auto prefixes = run("train-sae --activations " + dir + "/store --arch matryoshka --d-sae 128 --prefixes 64,100 --out " +
+                      dir + "/x");
+  EXPECT_NE(prefixes.code, 0);
+  EXPECT_TRUE(has(prefixes, "matryoshka_prefixes must end at d_sae (128)")) << prefixes.out;
+  EXPECT_FALSE(std::filesystem::exists(dir + "/x"));
   auto none = run("train-sae --out " + dir + "/x");
   EXPECT_TRUE(has(none, "needs a source: --synthetic, --activations STORE, or --model M --hook H --data D")) << none.out;
 }
