@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <random>
 
 #include "interp/error.h"
 #include "interp/sae.h"
@@ -617,6 +618,61 @@ TEST(Formats, ABrokenAePtIsAClearError) {
   } catch (const interp::Error& e) {
     EXPECT_NE(std::string(e.what()).find("not a state dict saved with torch.save"), std::string::npos) << e.what();
   }
+}
+
+// Mutation fuzzing of every reader, in CI: each file of each layout's folder is truncated, has bytes
+// flipped, or has bytes inserted (seeded), and SAE::load and sae_inspect must either read it or throw
+// interp::Error; any other exception (a raw library error) or a crash fails. A libFuzzer harness is
+// the deeper version of this (issue 13); this one runs everywhere.
+TEST(Formats, MutatedFilesGiveAClearErrorOrLoad) {
+  namespace fs = std::filesystem;
+  const std::vector<std::pair<std::string, std::string>> targets = {
+      {"sae_formats/saelens_release/blocks.0.hook_resid_pre", "cfg.json"},
+      {"sae_formats/saelens_release/blocks.0.hook_resid_pre", "sae_weights.safetensors"},
+      {"sae_formats/sparsify/layers.1", "cfg.json"},
+      {"sae_formats/sparsify/layers.1", "sae.safetensors"},
+      {"sae_formats/dictionary_learning/jumprelu", "ae.pt"},
+      {"sae_formats/dictionary_learning/gated", "ae.pt"},
+      {"sae_formats/dictionary_learning/topk", "config.json"},
+      {"sae/gated", "sae_weights.safetensors"},
+      {"sae/matryoshka", "cfg.json"}};
+  std::mt19937_64 rng(12);
+  int loaded = 0, refused = 0;
+  for (const auto& [rel, file] : targets) {
+    const std::string src = interp::test::fixture(rel);
+    std::ifstream in(src + "/" + file, std::ios::binary);
+    const std::string original((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    ASSERT_FALSE(original.empty()) << src << "/" << file;
+    const std::string dir = ::testing::TempDir() + "/sae-mutated";
+    for (int trial = 0; trial < 200; ++trial) {
+      fs::remove_all(dir);
+      fs::create_directories(dir);
+      for (const auto& e : fs::directory_iterator(src))
+        if (e.is_regular_file()) fs::copy_file(e.path(), dir + "/" + e.path().filename().string());
+      std::string m = original;
+      switch (trial % 3) {
+        case 0: m.resize(rng() % m.size()); break;  // truncated
+        case 1:
+          for (int i = 0; i < 1 + static_cast<int>(rng() % 8); ++i) m[rng() % m.size()] = static_cast<char>(rng());
+          break;
+        default: m.insert(rng() % m.size(), std::string(1 + rng() % 16, static_cast<char>(rng()))); break;
+      }
+      std::ofstream(dir + "/" + file, std::ios::binary | std::ios::trunc) << m;
+      try {
+        interp::SAE sae = interp::SAE::load(dir);
+        at::NoGradGuard g;
+        (void)sae.decode(sae.encode(at::randn({2, sae.config().d_in})));
+        (void)interp::sae_inspect(dir);
+        ++loaded;
+      } catch (const interp::Error&) {
+        ++refused;
+      } catch (const std::exception& e) {
+        ADD_FAILURE() << rel << "/" << file << " trial " << trial << ": not an interp::Error: " << e.what();
+      }
+    }
+  }
+  std::printf("  %d mutated folders: %d loaded, %d refused with interp::Error\n", loaded + refused, loaded, refused);
+  EXPECT_GT(refused, 0);
 }
 
 TEST(Formats, PerTokenNormalisationIsRefusedNotIgnored) {

@@ -144,7 +144,18 @@ DictionaryLearning read_dictionary_learning(const fs::path& dir) {
     if (!e.key().isString() || !e.value().isTensor())
       throw Error(fmt::format("{}: a state dict maps names to tensors; found {} -> {}", file, e.key().tagKind(),
                               e.value().tagKind()));
-    d.state[e.key().toStringRef()] = e.value().toTensor();
+    const at::Tensor& t = e.value().toTensor();
+    // A damaged file can name sizes and strides its storage does not hold: check before any use.
+    int64_t last = t.storage_offset();
+    bool ok = last >= 0 && t.storage().data() != nullptr || t.numel() == 0;
+    for (int64_t i = 0; ok && i < t.dim(); ++i) {
+      ok = t.size(i) >= 0 && t.stride(i) >= 0;
+      if (t.size(i) > 0) last += (t.size(i) - 1) * t.stride(i);
+    }
+    if (!ok || (t.numel() > 0 && (last + 1) * static_cast<int64_t>(t.element_size()) > static_cast<int64_t>(t.storage().nbytes())))
+      throw Error(fmt::format("{}: tensor '{}' does not fit its storage (a damaged or truncated file)", file,
+                              e.key().toStringRef()));
+    d.state[e.key().toStringRef()] = t;
   }
   json cfg;
   if (fs::exists(dir / "config.json")) {
