@@ -222,6 +222,8 @@ namespace {
 
 // sum_j vals[b, j] * W[idx[b, j]] for every row b: rows [B, k] of W gathered and weighted.
 at::Tensor decode_rows(const at::Tensor& W, const at::Tensor& idx, const at::Tensor& vals) {
+  if (W.device().is_cpu() && W.scalar_type() == at::kFloat && vals.scalar_type() == at::kFloat)
+    return sae_detail::sparse_decode(W, idx, vals);
   const int64_t B = idx.size(0), k = idx.size(1);
   at::Tensor offsets = at::arange(0, B * k, k, idx.options());
   return std::get<0>(at::embedding_bag(W, idx.reshape(-1), offsets, false, /*mode=sum*/ 0, false, vals.reshape(-1)));

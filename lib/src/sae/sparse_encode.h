@@ -13,6 +13,10 @@ namespace interp::sae_detail {
 at::Tensor sparse_pre_activations(const at::Tensor& x, const at::Tensor& W_enc, const at::Tensor& bias,
                                   const at::Tensor& idx, const at::Tensor& vals);
 
+// sum_j vals[b, j] * W[idx[b, j]] for every row b (W [d_sae, d], CPU float32), differentiable in W
+// and vals; the backward groups the entries by latent as above instead of sorting (embedding_bag's).
+at::Tensor sparse_decode(const at::Tensor& W, const at::Tensor& idx, const at::Tensor& vals);
+
 // The gradients themselves, for tests and benchmarks: grad_W [d_in, d_sae], grad_bias [d_sae].
 std::pair<at::Tensor, at::Tensor> sparse_encoder_grad(const at::Tensor& x, const at::Tensor& idx,
                                                       const at::Tensor& grad_vals, int64_t d_sae);
