@@ -19,6 +19,7 @@
 #include "interp/tokenizer.h"
 #include "interp/lm_eval.h"
 #include "interp/steer.h"
+#include "sae/sparse_encode.h"
 #include "test_util.h"
 
 namespace {
@@ -202,6 +203,23 @@ TEST(SAE, SparseTopKBackwardEqualsTheDenseOne) {
     auto r = interp::test::close(gs[i], gd[i], 1e-5, std::string("sparse vs dense grad ") + names[i]);
     EXPECT_TRUE(r);
     std::printf("  %s\n", r.message());
+  }
+}
+
+// The heap selection TopK uses against at::topk: the same values in the same order, and indices
+// that hold those values (rows with repeated values included).
+TEST(SAE, RowTopKEqualsAtTopK) {
+  at::manual_seed(5);
+  at::Tensor x = at::randn({257, 1000});
+  x.narrow(0, 0, 10).copy_(at::randint(0, 5, {10, 1000}).to(at::kFloat));  // many ties
+  for (int64_t k : {1, 7, 32, 1000}) {
+    auto [v, i] = interp::sae_detail::row_topk(x, k);
+    auto [wv, wi] = x.topk(k, -1);
+    EXPECT_TRUE(at::equal(v, wv)) << "k " << k;
+    EXPECT_TRUE(at::equal(x.gather(1, i), v)) << "k " << k;
+    at::Tensor sorted = std::get<0>(i.sort(-1));
+    EXPECT_FALSE((sorted.narrow(1, 1, k - 1) == sorted.narrow(1, 0, k - 1)).any().item<bool>() && k > 1)
+        << "an index chosen twice, k " << k;
   }
 }
 

@@ -271,7 +271,7 @@ SAEOutput SAE::forward(const at::Tensor& x_raw, double sparsity_weight, const at
     int64_t n_dead = dead_mask.sum().item<int64_t>();
     int64_t kk = std::min(cfg_.aux_k, n_dead);
     at::Tensor masked = pre.masked_fill(dead_mask.logical_not().unsqueeze(0), -std::numeric_limits<float>::infinity());
-    auto [vals, idx] = masked.topk(kk, -1);
+    auto [vals, idx] = sae_detail::row_topk(masked, kk);
     at::Tensor residual = (x - y).detach();
     at::Tensor e_hat = decode_rows(W_dec_, idx, chosen(idx, vals));
     at::Tensor denom = (residual - residual.mean(0, true)).pow(2).sum(-1).mean().clamp_min(1e-12);

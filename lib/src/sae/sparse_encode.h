@@ -17,6 +17,11 @@ at::Tensor sparse_pre_activations(const at::Tensor& x, const at::Tensor& W_enc, 
 // and vals; the backward groups the entries by latent as above instead of sorting (embedding_bag's).
 at::Tensor sparse_decode(const at::Tensor& W, const at::Tensor& idx, const at::Tensor& vals);
 
+// The k largest values of each row of a [B, n] tensor and their indices, sorted descending, as
+// at::topk gives them (ties may pick other indices of equal value; NaN is never chosen over a
+// number). CPU float32 without gradient; anything else goes to at::topk.
+std::pair<at::Tensor, at::Tensor> row_topk(const at::Tensor& x, int64_t k);
+
 // The gradients themselves, for tests and benchmarks: grad_W [d_in, d_sae], grad_bias [d_sae].
 std::pair<at::Tensor, at::Tensor> sparse_encoder_grad(const at::Tensor& x, const at::Tensor& idx,
                                                       const at::Tensor& grad_vals, int64_t d_sae);
