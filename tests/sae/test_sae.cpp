@@ -173,14 +173,17 @@ TEST(SAE, SaveLoadRoundTripFoldsTheScale) {
 }
 
 // TopK's sparse backward (no dense [B, d_sae] gradient) against autograd's dense one: the dense path
-// runs when x itself needs a gradient. AuxK included (its latents go through the same kernel).
-TEST(SAE, SparseTopKBackwardEqualsTheDenseOne) {
+// runs when x itself needs a gradient. AuxK included: with 64 of 1024 latents through the same
+// kernel, with 256 through dense products.
+class SparseTopK : public ::testing::TestWithParam<int64_t> {};
+INSTANTIATE_TEST_SUITE_P(AuxK, SparseTopK, ::testing::Values(64, 256));
+TEST_P(SparseTopK, BackwardEqualsTheDenseOne) {
   interp::SAEConfig c;
   c.architecture = "topk";
   c.d_in = 64;
   c.d_sae = 1024;
   c.k = 16;
-  c.aux_k = 64;
+  c.aux_k = GetParam();
   c.seed = 3;
   interp::SAE sae(c);
   {

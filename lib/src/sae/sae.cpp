@@ -270,10 +270,18 @@ SAEOutput SAE::forward(const at::Tensor& x_raw, double sparsity_weight, const at
     // AuxK (Gao et al. 2024): the dead latents' top-aux_k reconstruct the residual.
     int64_t n_dead = dead_mask.sum().item<int64_t>();
     int64_t kk = std::min(cfg_.aux_k, n_dead);
-    at::Tensor masked = pre.masked_fill(dead_mask.logical_not().unsqueeze(0), -std::numeric_limits<float>::infinity());
-    auto [vals, idx] = sae_detail::row_topk(masked, kk);
+    const at::Tensor alive = dead_mask.logical_not().unsqueeze(0);
+    const float minus_inf = -std::numeric_limits<float>::infinity();
     at::Tensor residual = (x - y).detach();
-    at::Tensor e_hat = decode_rows(W_dec_, idx, chosen(idx, vals));
+    at::Tensor e_hat;
+    if (!sparse || kk * 16 <= cfg_.d_sae) {
+      auto [vals, idx] = sae_detail::row_topk(pre.masked_fill(alive, minus_inf), kk);
+      e_hat = decode_rows(W_dec_, idx, chosen(idx, vals));
+    } else {  // more than 1/16 of the latents per row: dense products beat the sparse kernels
+      at::Tensor pre_g = at::addmm(bias, x, W_enc_);
+      auto [vals, idx] = pre_g.masked_fill(alive, minus_inf).topk(kk, -1);
+      e_hat = at::mm(at::zeros_like(pre_g).scatter(-1, idx, at::relu(vals)), W_dec_);
+    }
     at::Tensor denom = (residual - residual.mean(0, true)).pow(2).sum(-1).mean().clamp_min(1e-12);
     out.aux = (e_hat - residual).pow(2).sum(-1).mean() / denom;
   }
