@@ -147,7 +147,7 @@ DictionaryLearning read_dictionary_learning(const fs::path& dir) {
     const at::Tensor& t = e.value().toTensor();
     // A damaged file can name sizes and strides its storage does not hold: check before any use.
     int64_t last = t.storage_offset();
-    bool ok = last >= 0 && t.storage().data() != nullptr || t.numel() == 0;
+    bool ok = (last >= 0 && t.storage().data() != nullptr) || t.numel() == 0;
     for (int64_t i = 0; ok && i < t.dim(); ++i) {
       ok = t.size(i) >= 0 && t.stride(i) >= 0;
       if (t.size(i) > 0) last += (t.size(i) - 1) * t.stride(i);
