@@ -188,8 +188,11 @@ void SAE::normalize_decoder() {
 namespace {
 // (x - b_dec) @ W_enc + b_enc, as x @ W_enc + (b_enc - b_dec @ W_enc): the same function, but autograd
 // then gets b_dec's gradient from a vector-matrix product instead of a [B, d_sae] x [d_sae, d_in] one.
+at::Tensor encoder_bias(const at::Tensor& W_enc, const at::Tensor& b_enc, const at::Tensor& b_dec) {
+  return b_enc - at::matmul(b_dec, W_enc);
+}
 at::Tensor pre_activations(const at::Tensor& x, const at::Tensor& W_enc, const at::Tensor& b_enc, const at::Tensor& b_dec) {
-  return at::addmm(b_enc - at::matmul(b_dec, W_enc), x, W_enc);
+  return at::addmm(encoder_bias(W_enc, b_enc, b_dec), x, W_enc);
 }
 }  // namespace
 
@@ -238,7 +241,7 @@ SAEOutput SAE::forward(const at::Tensor& x_raw, double sparsity_weight, const at
   // computed without gradient and only the chosen ones get it back, with a sparse backward
   // (sparse_encode.cpp): no dense [B, d_sae] gradient, no second GEMM.
   const bool sparse = arch.active && x.device().is_cpu() && x.scalar_type() == at::kFloat && !x.requires_grad();
-  at::Tensor bias = b_enc_ - at::matmul(b_dec_, W_enc_);  // (x - b_dec) W_enc + b_enc = x W_enc + bias
+  at::Tensor bias = encoder_bias(W_enc_, b_enc_, b_dec_);  // (x - b_dec) W_enc + b_enc = x W_enc + bias
   at::Tensor pre;
   if (sparse) {
     at::NoGradGuard g;
