@@ -4,6 +4,7 @@
 #include <torch/csrc/autograd/autograd.h>
 
 #include <chrono>
+#include <limits>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -224,6 +225,20 @@ TEST(SAE, RowTopKEqualsAtTopK) {
     EXPECT_FALSE((sorted.narrow(1, 1, k - 1) == sorted.narrow(1, 0, k - 1)).any().item<bool>() && k > 1)
         << "an index chosen twice, k " << k;
   }
+  // With a bias added as the row is read: the same as adding it first. A bias of -inf masks latents
+  // out (AuxK's dead-only selection), also when fewer than k are left above -inf in a row.
+  at::Tensor bias = at::randn({1000});
+  bias.narrow(0, 0, 600).fill_(-std::numeric_limits<float>::infinity());
+  for (int64_t k : {1, 7, 32, 400, 500}) {
+    auto [v, i] = interp::sae_detail::row_topk(x, k, bias);
+    auto [wv, wi] = (x + bias).topk(k, -1);
+    EXPECT_TRUE(at::equal(v, wv)) << "k " << k << " with bias";
+    EXPECT_TRUE(at::equal((x + bias).gather(1, i), v)) << "k " << k << " with bias";
+    at::Tensor sorted = std::get<0>(i.sort(-1));
+    EXPECT_FALSE((sorted.narrow(1, 1, k - 1) == sorted.narrow(1, 0, k - 1)).any().item<bool>() && k > 1)
+        << "an index chosen twice, k " << k << " with bias";
+  }
+  EXPECT_THROW(interp::sae_detail::row_topk(x, 1001), interp::Error);
 }
 
 TEST(SAE, ArchitectureInvariants) {

@@ -65,6 +65,10 @@ struct SAEOutput {
   at::Tensor l0;              // scalar: mean active latents per row
 };
 
+namespace sae_detail {
+struct Scratch;
+}
+
 class SAE {
  public:
   explicit SAE(const SAEConfig& cfg);  // random init (seeded), decoder rows unit norm, W_enc = W_dec^T
@@ -113,6 +117,7 @@ class SAE {
   at::Tensor W_enc_, W_dec_, b_enc_, b_dec_;
   std::map<std::string, at::Tensor> extra_;  // the architecture's own parameters
   double batch_threshold_ = 0;  // batchtopk inference threshold (running estimate)
+  std::shared_ptr<sae_detail::Scratch> scratch_;  // the training forward's reused GEMM output
 };
 
 // What an SAE folder holds, as SAE::load reads it.
@@ -144,15 +149,19 @@ struct SAEArchitecture {
   std::function<void(SAE&)> after_step;
   // pre [B, d_sae] -> h [B, d_sae]; `training` selects the training-time rule (batchtopk).
   std::function<at::Tensor(const SAE&, const at::Tensor& pre, bool training)> activate;
-  // sparsity term (before its weight): L1 of norm-weighted h, L0, or none.
+  // Optional sparsity term (before its weight): L1 of norm-weighted h, L0; none when unset.
   std::function<at::Tensor(const SAE&, const at::Tensor& pre, const at::Tensor& h)> sparsity;
   bool uses_aux_k = false;
   // Optional: the active latents as (indices [B, k], their pre-activations [B, k]) when every row
-  // has a fixed number; their values are then ReLU(pre-activation). The training forward decodes only
-  // those rows of W_dec (embedding_bag) and, on the CPU, gives `pre` to this function, `sparsity`
-  // and `extra_loss` without gradient: the chosen pre-activations alone carry it, through a sparse
-  // backward (lib/src/sae/sparse_encode.cpp). That is where TopK's speed comes from.
-  std::function<std::pair<at::Tensor, at::Tensor>(const SAE&, const at::Tensor& pre)> active;
+  // has a fixed number; their values are then ReLU(pre-activation). The pre-activations are
+  // xw + bias, bias [d_sae] added to every row; bias is undefined when xw already holds it. The
+  // training forward decodes only those rows of W_dec and, on the CPU, computes xw without gradient
+  // and without the bias (the selection adds it as it reads: no extra pass over [B, d_sae]); the
+  // chosen pre-activations alone carry the gradient, through a sparse backward
+  // (lib/src/sae/sparse_encode.cpp). That is where TopK's speed comes from. `sparsity` and
+  // `extra_loss`, when set, are then given the full pre-activations, built for them. xw may be a
+  // buffer the next forward reuses: return new tensors, not views of it.
+  std::function<std::pair<at::Tensor, at::Tensor>(const SAE&, const at::Tensor& xw, const at::Tensor& bias)> active;
 };
 const SAEArchitecture& sae_architecture(const std::string& name);  // throws with the known names
 std::vector<std::string> sae_architectures();

@@ -21,7 +21,6 @@ SAEArchitecture batchtopk() {
     auto [vals, idx] = r.flatten().topk(n);
     return at::zeros_like(r).flatten().scatter(0, idx, vals).view_as(r);
   };
-  a.sparsity = [](const SAE&, const at::Tensor& pre, const at::Tensor&) { return at::zeros({}, pre.options()); };
   return a;
 }
 

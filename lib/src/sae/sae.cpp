@@ -138,7 +138,7 @@ SAEConfig SAEConfig::from_json(const std::string& text, const std::string& where
   return c;
 }
 
-SAE::SAE(const SAEConfig& cfg) : cfg_(cfg) {
+SAE::SAE(const SAEConfig& cfg) : cfg_(cfg), scratch_(std::make_shared<sae_detail::Scratch>()) {
   cfg_.validate();
   at::Generator gen = at::detail::createCPUGenerator(cfg_.seed);
   // Decoder rows: random unit vectors; encoder: the decoder's transpose (Gao et al. 2024).
@@ -242,13 +242,25 @@ SAEOutput SAE::forward(const at::Tensor& x_raw, double sparsity_weight, const at
   // (sparse_encode.cpp): no dense [B, d_sae] gradient, no second GEMM.
   const bool sparse = arch.active && x.device().is_cpu() && x.scalar_type() == at::kFloat && !x.requires_grad();
   at::Tensor bias = encoder_bias(W_enc_, b_enc_, b_dec_);  // (x - b_dec) W_enc + b_enc = x W_enc + bias
-  at::Tensor pre;
+  // On the sparse path the GEMM leaves the bias out (addmm would first copy it into all B x d_sae
+  // outputs, then read them back): the selection adds it as it reads. `pre` is then built only if
+  // the architecture's sparsity or extra loss asks for it.
+  at::Tensor xw, pre;
+  sae_detail::ScratchLease lease(sparse ? scratch_.get() : nullptr);
   if (sparse) {
     at::NoGradGuard g;
-    pre = at::addmm(bias.detach(), x, W_enc_.detach());
+    xw = lease.get(x.size(0), cfg_.d_sae, x);
+    at::mm_out(xw, x, W_enc_.detach());
   } else {
     pre = at::addmm(bias, x, W_enc_);
   }
+  auto full_pre = [&]() -> const at::Tensor& {
+    if (!pre.defined()) {
+      at::NoGradGuard g;
+      pre = xw + bias.detach();
+    }
+    return pre;
+  };
   auto chosen = [&](const at::Tensor& idx, const at::Tensor& vals) {  // ReLU'd, with gradient
     return at::relu(sparse ? sae_detail::sparse_pre_activations(x, W_enc_, bias, idx, vals) : vals);
   };
@@ -257,7 +269,7 @@ SAEOutput SAE::forward(const at::Tensor& x_raw, double sparsity_weight, const at
   at::Tensor y;
   if (arch.active) {  // fixed number of active latents per row: decode only those rows, no dense h
     at::Tensor raw;
-    std::tie(out.active_idx, raw) = arch.active(*this, pre);
+    std::tie(out.active_idx, raw) = sparse ? arch.active(*this, xw, bias.detach()) : arch.active(*this, pre, at::Tensor());
     out.active_vals = chosen(out.active_idx, raw);
     y = decode_rows(W_dec_, out.active_idx, out.active_vals) + b_dec_;
     out.l0 = (out.active_vals.detach() > 0).sum(-1).to(at::kFloat).mean();
@@ -267,29 +279,32 @@ SAEOutput SAE::forward(const at::Tensor& x_raw, double sparsity_weight, const at
     out.l0 = (out.h.detach() != 0).sum(-1).to(at::kFloat).mean();
   }
   out.mse = (y - x).pow(2).sum(-1).mean();
-  out.sparsity = arch.sparsity(*this, pre, out.h);
+  out.sparsity = arch.sparsity ? arch.sparsity(*this, full_pre(), out.h) : at::zeros({}, x.options());
   out.aux = at::zeros({}, x.options());
   if (arch.uses_aux_k && cfg_.aux_k > 0 && dead_mask.defined() && dead_mask.any().item<bool>()) {
     // AuxK (Gao et al. 2024): the dead latents' top-aux_k reconstruct the residual.
     int64_t n_dead = dead_mask.sum().item<int64_t>();
     int64_t kk = std::min(cfg_.aux_k, n_dead);
-    const at::Tensor alive = dead_mask.logical_not().unsqueeze(0);
+    const at::Tensor alive = dead_mask.logical_not();
     const float minus_inf = -std::numeric_limits<float>::infinity();
     at::Tensor residual = (x - y).detach();
     at::Tensor e_hat;
-    if (!sparse || kk * 16 <= cfg_.d_sae) {
-      auto [vals, idx] = sae_detail::row_topk(pre.masked_fill(alive, minus_inf), kk);
+    if (!sparse) {
+      auto [vals, idx] = sae_detail::row_topk(pre.masked_fill(alive.unsqueeze(0), minus_inf), kk);
+      e_hat = decode_rows(W_dec_, idx, chosen(idx, vals));
+    } else if (kk * 16 <= cfg_.d_sae) {  // the live latents' bias is -inf: only dead ones are chosen
+      auto [vals, idx] = sae_detail::row_topk(xw, kk, bias.detach().masked_fill(alive, minus_inf));
       e_hat = decode_rows(W_dec_, idx, chosen(idx, vals));
     } else {  // more than 1/16 of the latents per row: dense products beat the sparse kernels
       at::Tensor pre_g = at::addmm(bias, x, W_enc_);
-      auto [vals, idx] = pre_g.masked_fill(alive, minus_inf).topk(kk, -1);
+      auto [vals, idx] = pre_g.masked_fill(alive.unsqueeze(0), minus_inf).topk(kk, -1);
       e_hat = at::mm(at::zeros_like(pre_g).scatter(-1, idx, at::relu(vals)), W_dec_);
     }
     at::Tensor denom = (residual - residual.mean(0, true)).pow(2).sum(-1).mean().clamp_min(1e-12);
     out.aux = (e_hat - residual).pow(2).sum(-1).mean() / denom;
   }
   out.loss = out.mse + sparsity_weight * cfg_.l1_coefficient * out.sparsity + cfg_.aux_coefficient * out.aux;
-  out.extra = arch.extra_loss ? arch.extra_loss(*this, x, pre, out.h) : at::zeros({}, x.options());
+  out.extra = arch.extra_loss ? arch.extra_loss(*this, x, full_pre(), out.h) : at::zeros({}, x.options());
   if (arch.extra_loss) out.loss = out.loss + out.extra;
   out.x_hat = cfg_.norm_scale == 1.0 ? y : y / cfg_.norm_scale;
   return out;

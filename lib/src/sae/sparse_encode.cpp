@@ -6,11 +6,18 @@
 // are split across LibTorch's intra-op threads, each writing only its own rows of grad_W_enc^T.
 #include "sae/sparse_encode.h"
 
+#include "interp/error.h"
+
 #include <ATen/ATen.h>
+#include <fmt/format.h>
 #include <ATen/Parallel.h>
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <algorithm>
+#include <cstdint>
+#include <functional>
+#include <cstring>
+#include <limits>
 #include <utility>
 #include <vector>
 
@@ -152,45 +159,132 @@ struct SparseDecode : public torch::autograd::Function<SparseDecode> {
 
 }  // namespace
 
-// Per row, a min-heap of k (most values are rejected by one comparison with the heap's smallest),
-// rows split across LibTorch's intra-op threads: several times faster than at::topk's sort-based
-// selection at k << n.
-std::pair<at::Tensor, at::Tensor> row_topk(const at::Tensor& pre_in, int64_t k) {
-  if (!pre_in.device().is_cpu() || pre_in.scalar_type() != at::kFloat || pre_in.dim() != 2 || pre_in.requires_grad()) {
-    auto [v, i] = pre_in.topk(k, -1);
+namespace {
+
+// A candidate as one integer whose order is (value descending, index ascending): the float's bits
+// made monotonic in the high half, the inverted index in the low half. Comparing candidates is then
+// one integer compare. Numbers only (NaN never becomes a candidate); -0 is stored as +0.
+inline uint64_t encode(float v, int64_t j) {
+  uint32_t u;
+  v += 0.0f;  // -0 -> +0
+  std::memcpy(&u, &v, sizeof u);
+  u = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+  return (static_cast<uint64_t>(u) << 32) | static_cast<uint32_t>(~static_cast<uint32_t>(j));
+}
+inline float decode_value(uint64_t c) {
+  uint32_t u = static_cast<uint32_t>(c >> 32);
+  u = (u & 0x80000000u) ? (u & 0x7fffffffu) : ~u;
+  float v;
+  std::memcpy(&v, &u, sizeof v);
+  return v;
+}
+inline int64_t decode_index(uint64_t c) { return ~static_cast<uint32_t>(c); }
+
+// The best k of a row in (value descending, index ascending) order, NaN ranked below every number:
+// the slow path for rows with fewer than k numbers above -inf.
+void topk_whole_row(const float* row, const float* bias, int64_t n, int64_t k, float* vals, int64_t* idx) {
+  std::vector<std::pair<float, int64_t>> all(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) all[static_cast<size_t>(i)] = {row[i] + bias[i], i};
+  auto key = [](float v) { return v != v ? -std::numeric_limits<float>::infinity() : v; };
+  std::partial_sort(all.begin(), all.begin() + k, all.end(), [&](const auto& a, const auto& b) {
+    return key(a.first) > key(b.first) || (key(a.first) == key(b.first) && a.second < b.second);
+  });
+  for (int64_t i = 0; i < k; ++i) {
+    vals[i] = all[static_cast<size_t>(i)].first;
+    idx[i] = all[static_cast<size_t>(i)].second;
+  }
+}
+
+// The best k of one row (values row[j] + bias[j]) into vals/idx, sorted best first. Values above
+// the k-th best so far (the floor) are appended to a buffer; when it holds 4k, nth_element keeps the
+// best k and raises the floor. Blocks of 16 values all at or below the floor are skipped after one
+// vector compare. A value equal to the floor loses to the kept one (it has a smaller index), so the
+// strict comparison keeps exactly the first k in (value descending, index ascending) order.
+void topk_one_row(const float* row, const float* bias, int64_t n, int64_t k, std::vector<uint64_t>& buf, float* vals,
+                  int64_t* idx) {
+  constexpr int64_t kBlock = 16;
+  const size_t cap = static_cast<size_t>(4 * k);
+  buf.clear();
+  float floor = -std::numeric_limits<float>::infinity();
+  auto compact = [&]() {
+    std::nth_element(buf.begin(), buf.begin() + (k - 1), buf.end(), std::greater<uint64_t>());
+    buf.resize(static_cast<size_t>(k));
+    floor = decode_value(buf[static_cast<size_t>(k - 1)]);
+  };
+  // GCC/Clang vector extensions: 4-wide compares on any target, no intrinsics.
+  typedef float f4 __attribute__((vector_size(16)));
+  typedef int i4 __attribute__((vector_size(16)));
+  int64_t j = 0;
+  for (; j + kBlock <= n; j += kBlock) {
+    f4 v[kBlock / 4];
+    i4 any = {0, 0, 0, 0};
+    for (int64_t q = 0; q < kBlock / 4; ++q) {
+      f4 a, b;
+      std::memcpy(&a, row + j + 4 * q, sizeof a);
+      std::memcpy(&b, bias + j + 4 * q, sizeof b);
+      v[q] = a + b;
+      any |= v[q] > floor;
+    }
+    if (!(any[0] | any[1] | any[2] | any[3])) continue;
+    float vs[kBlock];
+    std::memcpy(vs, v, sizeof vs);
+    for (int64_t c = 0; c < kBlock; ++c)
+      if (vs[c] > floor) buf.push_back(encode(vs[c], j + c));
+    if (buf.size() >= cap) compact();
+  }
+  for (; j < n; ++j) {
+    const float v = row[j] + bias[j];
+    if (v > floor) buf.push_back(encode(v, j));
+  }
+  if (static_cast<int64_t>(buf.size()) < k) return topk_whole_row(row, bias, n, k, vals, idx);
+  if (static_cast<int64_t>(buf.size()) > k)
+    std::nth_element(buf.begin(), buf.begin() + (k - 1), buf.end(), std::greater<uint64_t>());
+  std::sort(buf.begin(), buf.begin() + k, std::greater<uint64_t>());
+  for (int64_t i = 0; i < k; ++i) {
+    vals[i] = decode_value(buf[static_cast<size_t>(i)]);
+    idx[i] = decode_index(buf[static_cast<size_t>(i)]);
+  }
+}
+
+}  // namespace
+
+// Per row a bounded candidate buffer (topk_one_row), rows split across LibTorch's intra-op threads:
+// several times faster than at::topk's sort-based selection at k << n.
+std::pair<at::Tensor, at::Tensor> row_topk(const at::Tensor& pre_in, int64_t k, const at::Tensor& bias_in) {
+  if (!pre_in.device().is_cpu() || pre_in.scalar_type() != at::kFloat || pre_in.dim() != 2 || pre_in.requires_grad() ||
+      (bias_in.defined() && (!bias_in.device().is_cpu() || bias_in.scalar_type() != at::kFloat || bias_in.requires_grad()))) {
+    auto [v, i] = (bias_in.defined() ? pre_in + bias_in : pre_in).topk(k, -1);
     return {v, i};
   }
   const at::Tensor pre = pre_in.contiguous();
   const int64_t B = pre.size(0), n = pre.size(1);
+  if (k < 0 || k > n) throw Error(fmt::format("top-k: k = {} must be in [0, {}] (the row length)", k, n));
+  if (n > std::numeric_limits<uint32_t>::max()) throw Error(fmt::format("top-k: rows of {} values are too long (at most 2^32)", n));
   at::Tensor vals = at::empty({B, k}, pre.options());
   at::Tensor idx = at::empty({B, k}, pre.options().dtype(at::kLong));
+  if (k == 0 || B == 0) return {vals, idx};
+  const at::Tensor bias = bias_in.defined() ? bias_in.contiguous() : at::zeros({n}, pre.options());
   const float* p = pre.data_ptr<float>();
+  const float* bp = bias.data_ptr<float>();
   float* vp = vals.data_ptr<float>();
   int64_t* ip = idx.data_ptr<int64_t>();
   at::parallel_for(0, B, 16, [&](int64_t r0, int64_t r1) {
-    using Item = std::pair<float, int64_t>;  // (value, index); the heap's top is the smallest kept
-    auto worse = [](const Item& a, const Item& b) { return a.first > b.first || (a.first == b.first && a.second < b.second); };
-    std::vector<Item> heap(static_cast<size_t>(k));
-    for (int64_t r = r0; r < r1; ++r) {
-      const float* row = p + r * n;
-      for (int64_t j = 0; j < k; ++j) heap[j] = {row[j], j};
-      std::make_heap(heap.begin(), heap.end(), worse);
-      float floor = heap.front().first;
-      for (int64_t j = k; j < n; ++j) {
-        if (!(row[j] > floor)) continue;
-        std::pop_heap(heap.begin(), heap.end(), worse);
-        heap.back() = {row[j], j};
-        std::push_heap(heap.begin(), heap.end(), worse);
-        floor = heap.front().first;
-      }
-      std::sort_heap(heap.begin(), heap.end(), worse);  // descending by value
-      for (int64_t j = 0; j < k; ++j) {
-        vp[r * k + j] = heap[j].first;
-        ip[r * k + j] = heap[j].second;
-      }
-    }
+    std::vector<uint64_t> buf;
+    buf.reserve(static_cast<size_t>(4 * k + 16));
+    for (int64_t r = r0; r < r1; ++r) topk_one_row(p + r * n, bp, n, k, buf, vp + r * k, ip + r * k);
   });
   return {vals, idx};
+}
+
+at::Tensor ScratchLease::get(int64_t rows, int64_t cols, const at::Tensor& like) {
+  if (!s_) return at::empty({rows, cols}, like.options());
+  at::Tensor& b = s_->buffer;
+  if (!b.defined() || b.size(0) != rows || b.size(1) != cols || b.device() != like.device() ||
+      b.scalar_type() != like.scalar_type()) {
+    b.reset();  // the old buffer freed before the new one is made
+    b = at::empty({rows, cols}, like.options());
+  }
+  return b;
 }
 
 at::Tensor sparse_pre_activations(const at::Tensor& x, const at::Tensor& W_enc, const at::Tensor& bias,

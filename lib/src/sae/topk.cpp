@@ -17,9 +17,8 @@ SAEArchitecture topk() {
     auto [vals, idx] = row_topk(pre, sae.config().k);
     return at::zeros_like(pre).scatter(-1, idx, at::relu(vals));
   };
-  a.sparsity = [](const SAE&, const at::Tensor& pre, const at::Tensor&) { return at::zeros({}, pre.options()); };
-  a.active = [](const SAE& sae, const at::Tensor& pre) {
-    auto [vals, idx] = row_topk(pre, sae.config().k);
+  a.active = [](const SAE& sae, const at::Tensor& xw, const at::Tensor& bias) {
+    auto [vals, idx] = row_topk(xw, sae.config().k, bias);
     return std::make_pair(idx, vals);
   };
   return a;
