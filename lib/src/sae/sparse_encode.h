@@ -19,9 +19,10 @@ at::Tensor sparse_pre_activations(const at::Tensor& x, const at::Tensor& W_enc, 
 // and vals; the backward groups the entries by latent as above instead of sorting (embedding_bag's).
 at::Tensor sparse_decode(const at::Tensor& W, const at::Tensor& idx, const at::Tensor& vals);
 
-// The k largest values of each row of a [B, n] tensor and their indices, sorted descending, as
-// at::topk gives them (ties may pick other indices of equal value; NaN is never chosen over a
-// number). CPU float32 without gradient; anything else goes to at::topk.
+// The k largest values of each row of a [B, n] tensor (plus bias [n] on every row, when given) and
+// their indices, sorted descending, as at::topk gives them (ties go to the smaller index; NaN is
+// never chosen over a number). CPU float32 without gradient; anything else goes to at::topk.
+// Throws interp::Error unless 0 <= k <= n.
 std::pair<at::Tensor, at::Tensor> row_topk(const at::Tensor& x, int64_t k, const at::Tensor& bias = {});
 
 // The gradients themselves, for tests and benchmarks: grad_W [d_in, d_sae], grad_bias [d_sae].

@@ -1,6 +1,7 @@
 // topk (Gao et al. 2024): keep each row's k largest pre-activations, ReLU'd; no sparsity penalty
 // (k sets the sparsity); the AuxK loss on dead latents keeps them learning.
-// The selection is row_topk (sparse_encode.cpp): a per-row heap on the CPU.
+// The selection is row_topk (sparse_encode.cpp): a per-row candidate buffer on the CPU, the bias
+// added as each row is read.
 #include <ATen/ATen.h>
 
 #include "sae/architectures.h"
