@@ -10,6 +10,9 @@ Writes tests/fixtures/sae_formats/:
   saelens_release/blocks.0.hook_resid_pre/ SAELens, several SAEs by hook in one folder (as releases are
   saelens_release/blocks.1.hook_resid_pre/ laid out): cfg.json + sae_weights.safetensors; blocks.1 has
                                            apply_b_dec_to_input = false
+  saelens_norm/constant_norm_rescale/      SAELens SAEs that normalise each token at run time: a standard one
+  saelens_norm/layer_norm/                 with normalize_activations "constant_norm_rescale", a TopK one
+                                           (k 4) with "layer_norm"
   dictionary_learning/{standard,topk,batchtopk,jumprelu}/
                                            dictionary_learning: ae.pt (a state dict saved with
                                            torch.save) + config.json ({"trainer": {"dict_class", ...}})
@@ -21,6 +24,11 @@ Writes tests/fixtures/sae_formats/:
 Arithmetic:
   sparsify   top-k of relu(encoder(x - b_dec)); x_hat = sum of the k latents' W_dec rows + b_dec
   SAELens    h = relu((x - b_dec * apply_b_dec_to_input) @ W_enc + b_enc); x_hat = h @ W_dec + b_dec
+             with normalize_activations, x is first normalised per token and x_hat mapped back
+             (SAELens's run_time_activation_norm_fn_in/out):
+               constant_norm_rescale  c = sqrt(d_in) / |x|; in x * c; out x_hat / c
+               layer_norm             mu = mean(x), s = std(x - mu) (unbiased); in (x - mu) / (s + 1e-5);
+                                      out x_hat * s + mu
 
   python3 models/make_sae_format_goldens.py
 """
@@ -67,6 +75,24 @@ def saelens_forward(t, x, apply_b_dec_to_input):
     xin = x - t["b_dec"] if apply_b_dec_to_input else x
     h = torch.relu(xin @ t["W_enc"] + t["b_enc"])
     return h, h @ t["W_dec"] + t["b_dec"]
+
+
+def saelens_norm_forward(t, x, norm, k=None):
+    if norm == "constant_norm_rescale":
+        c = D_IN ** 0.5 / x.norm(dim=-1, keepdim=True)
+        xin, out = x * c, lambda y: y / c
+    else:  # layer_norm
+        mu = x.mean(dim=-1, keepdim=True)
+        xc = x - mu
+        sd = xc.std(dim=-1, keepdim=True)
+        xin, out = xc / (sd + 1e-5), lambda y: y * sd + mu
+    pre = (xin - t["b_dec"]) @ t["W_enc"] + t["b_enc"]
+    if k is None:
+        h = torch.relu(pre)
+    else:
+        vals, idx = pre.topk(k, dim=-1)
+        h = torch.zeros_like(pre).scatter(-1, idx, torch.relu(vals))
+    return h, out(h @ t["W_dec"] + t["b_dec"])
 
 
 def dictionary_learning_saes():
@@ -182,6 +208,22 @@ def main():
                     "dataset_path": "", "prepend_bos": True, "normalize_activations": "none"})
         h, x_hat = saelens_forward(t, x, apply)
         golden[f"saelens_release/{hook}.h"], golden[f"saelens_release/{hook}.x_hat"] = h, x_hat
+    for i, (norm, arch, k) in enumerate([("constant_norm_rescale", "standard", None), ("layer_norm", "topk", K)]):
+        d = os.path.join(out, "saelens_norm", norm)
+        os.makedirs(d, exist_ok=True)
+        t = saelens_sae(30 + i)
+        safetensors_io.save(t, os.path.join(d, "sae_weights.safetensors"), {"format": "pt"})
+        cfg = {"architecture": arch, "d_in": D_IN, "d_sae": D_SAE, "dtype": "float32", "device": "cpu",
+               "model_name": "tiny", "hook_name": "blocks.0.hook_resid_post", "hook_layer": 0,
+               "hook_head_index": None, "activation_fn_str": "topk" if k else "relu",
+               "activation_fn_kwargs": {"k": k} if k else {}, "apply_b_dec_to_input": True,
+               "finetuning_scaling_factor": False, "context_size": 16, "dataset_path": "", "prepend_bos": True,
+               "normalize_activations": norm}
+        if k:
+            cfg["k"] = k
+        write_json(os.path.join(d, "cfg.json"), cfg)
+        h, x_hat = saelens_norm_forward(t, x, norm, k)
+        golden[f"saelens_norm/{norm}.h"], golden[f"saelens_norm/{norm}.x_hat"] = h, x_hat
     for name, (state, cfg, fwd) in dictionary_learning_saes().items():
         d = os.path.join(out, "dictionary_learning", name)
         os.makedirs(d, exist_ok=True)

@@ -591,18 +591,20 @@ TEST(Formats, SparsifyAndSAELensFoldersReproduceTheirTools) {
   for (const std::string name : {"sparsify/layers.0", "sparsify/layers.1", "saelens_release/blocks.0.hook_resid_pre",
                                  "saelens_release/blocks.1.hook_resid_pre", "dictionary_learning/standard",
                                  "dictionary_learning/topk", "dictionary_learning/batchtopk",
-                                 "dictionary_learning/jumprelu", "dictionary_learning/gated"}) {
+                                 "dictionary_learning/jumprelu", "dictionary_learning/gated",
+                                 "saelens_norm/constant_norm_rescale", "saelens_norm/layer_norm"}) {
     interp::SAE sae = interp::SAE::load(formats(name));
     at::NoGradGuard g;
     at::Tensor h = sae.encode(x);
     auto rh = interp::test::close(h, golden.tensors.at(name + ".h"), 1e-5, name + " latents");
-    auto rx = interp::test::close(sae.decode(h), golden.tensors.at(name + ".x_hat"), 1e-5, name + " reconstruction");
+    auto rx = interp::test::close(sae.decode(h, x), golden.tensors.at(name + ".x_hat"), 1e-5, name + " reconstruction");
+    EXPECT_TRUE(at::equal(sae.reconstruct(x), sae.decode(h, x))) << name;
     EXPECT_TRUE(rh);
     EXPECT_TRUE(rx);
     std::printf("  %s\n  %s\n", rh.message(), rx.message());
     ++n;
   }
-  EXPECT_EQ(n, 9);
+  EXPECT_EQ(n, 11);
   auto dl = interp::sae_inspect(formats("dictionary_learning"));
   ASSERT_EQ(dl.size(), 5u);
   std::vector<std::string> archs;
@@ -711,21 +713,47 @@ TEST(Formats, MutatedFilesGiveAClearErrorOrLoad) {
   EXPECT_GT(refused, 0);
 }
 
-TEST(Formats, PerTokenNormalisationIsRefusedNotIgnored) {
+// SAELens's per-token normalisations: decoding needs the token's statistics, so decode(h) alone is
+// an error rather than a number in the wrong units; an unknown name is refused; steering maps the
+// decoder direction with each token's own statistics.
+TEST(Formats, PerTokenNormalisationNeedsTheTokensStatistics) {
+  at::NoGradGuard g;
+  auto golden = interp::safetensors_load(formats("golden.safetensors"));
+  const at::Tensor& x = golden.tensors.at("x");
+  for (const std::string norm : {"constant_norm_rescale", "layer_norm"}) {
+    interp::SAE sae = interp::SAE::load(formats("saelens_norm/" + norm));
+    EXPECT_TRUE(sae.per_token_norm());
+    EXPECT_EQ(sae.config().normalize_activations, norm);
+    try {
+      sae.decode(sae.encode(x));
+      ADD_FAILURE() << "no error";
+    } catch (const interp::Error& e) {
+      EXPECT_NE(std::string(e.what()).find("call decode(h, x) or reconstruct(x)"), std::string::npos) << e.what();
+    }
+    EXPECT_THROW(sae.decode(sae.encode(x), x.narrow(0, 0, 3)), interp::Error);
+    EXPECT_THROW(sae.save_sparsify(::testing::TempDir() + "/sae-norm-sparsify"), interp::Error);
+    // saved in SAELens's layout and read back: the same SAE
+    const std::string dir = ::testing::TempDir() + "/sae-norm-" + norm;
+    std::filesystem::remove_all(dir);
+    sae.save(dir);
+    interp::SAE back = interp::SAE::load(dir);
+    EXPECT_EQ(back.config().normalize_activations, norm);
+    EXPECT_TRUE(interp::test::close(back.reconstruct(x), golden.tensors.at("saelens_norm/" + norm + ".x_hat"), 1e-5,
+                                    norm + " saved and read back"));
+  }
   const std::string src = formats("saelens_release/blocks.0.hook_resid_pre");
-  const std::string dir = ::testing::TempDir() + "/sae-norm-rescale";
+  const std::string dir = ::testing::TempDir() + "/sae-norm-unknown";
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
   std::filesystem::copy_file(src + "/sae_weights.safetensors", dir + "/sae_weights.safetensors");
   auto cfg = nlohmann::json::parse(std::ifstream(src + "/cfg.json"));
-  cfg["normalize_activations"] = "constant_norm_rescale";
+  cfg["normalize_activations"] = "rms_norm";
   std::ofstream(dir + "/cfg.json") << cfg.dump();
   try {
     interp::SAE::load(dir);
     ADD_FAILURE() << "no error";
   } catch (const interp::Error& e) {
-    EXPECT_NE(std::string(e.what()).find("'constant_norm_rescale' (a per-token normalisation at run time) is not "
-                                         "supported yet"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("'rms_norm' is not one SAELens writes"), std::string::npos) << e.what();
   }
 }
 
@@ -814,6 +842,48 @@ TEST(Steer, AddAndClampMatchAHandSteeredPyTorchRun) {
   bad.mode = "add";
   bad.hook = "blocks.0.attn.hook_pattern";  // last axis is not d_in
   EXPECT_THROW(interp::steering_hook(model, sae, bad), interp::Error);
+}
+
+// With an SAE that normalises each token, the decoder direction reaches the activations scaled by
+// each token's own statistics; checked against the formulas written out here.
+TEST(Steer, PerTokenNormalisationScalesTheDirectionPerToken) {
+  auto model = interp::HookedModel::load(interp::test::fixture("tiny_script.pt"));
+  at::manual_seed(21);
+  at::Tensor x = at::randn({2, 5, 32}) * 3 + 1;
+  const at::Tensor rows = x.reshape({-1, 32});
+  for (const std::string norm : {"constant_norm_rescale", "layer_norm"}) {
+    interp::SAEConfig c;
+    c.architecture = "standard";
+    c.d_in = 32, c.d_sae = 64, c.seed = 4;
+    c.hook_name = "blocks.0.hook_resid_post";
+    c.normalize_activations = norm;
+    interp::SAE sae(c);
+    {
+      at::NoGradGuard g;
+      const_cast<at::Tensor&>(sae.b_enc()).normal_(0, 0.3);
+      const_cast<at::Tensor&>(sae.b_dec()).normal_(0, 0.3);
+    }
+    const at::Tensor Wd = sae.W_dec().detach(), We = sae.W_enc().detach();
+    const at::Tensor be = sae.b_enc().detach(), bd = sae.b_dec().detach();
+    at::Tensor mu = rows.mean(-1, true), sd = (rows - mu).std(-1, true, true);
+    at::Tensor coeff = std::sqrt(32.0) / rows.norm(2, -1, true);
+    at::Tensor xin = norm == "layer_norm" ? (rows - mu) / (sd + 1e-5) : rows * coeff;
+    at::Tensor to_raw = norm == "layer_norm" ? sd : 1.0 / coeff;  // [N, 1]: how a unit moves per token
+    const int64_t f = 7;
+    at::Tensor h_f = at::relu(at::matmul(xin - bd, We) + be).select(1, f).unsqueeze(1);
+    for (const std::string mode : {"add", "clamp"}) {
+      interp::SteerOptions o;
+      o.feature = f, o.scale = 2.5, o.mode = mode;
+      auto hook = interp::steering_hook(model, sae, o);
+      at::Tensor got = x.clone();
+      hook.second(got, hook.first);
+      at::Tensor amount = mode == "add" ? at::full_like(h_f, 2.5) : 2.5 - h_f;
+      at::Tensor want = (rows + amount * to_raw * Wd[f].unsqueeze(0)).reshape(x.sizes());
+      auto r = interp::test::close(got, want, 1e-4, norm + " " + mode);
+      EXPECT_TRUE(r);
+      std::printf("  %s\n", r.message());
+    }
+  }
 }
 
 // TopK training gradients at a realistic sparsity (4 of 512 latents) against autograd through plain

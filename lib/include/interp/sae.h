@@ -42,7 +42,12 @@ struct SAEConfig {
   // Activations are scaled by this before encoding and the output unscaled after; 1 after
   // save() folds it into the weights. Set by training to make E|x| = sqrt(d_in).
   double norm_scale = 1.0;
-  std::string normalize_activations = "none";  // SAELens name: "none" or "expected_average_only_in"
+  // SAELens's name. "none"; "expected_average_only_in" (a constant SAELens folds into the weights on
+  // save: nothing at run time); or a per-token normalisation at run time (SAELens's formulas):
+  //   "constant_norm_rescale": x * sqrt(d_in) / |x| in, the same factor divided out after decoding;
+  //   "layer_norm": (x - mean) / (std + 1e-5) in (std unbiased), decoded * std + mean out.
+  // Decoding then needs the token's own statistics: decode(h, x) or reconstruct(x).
+  std::string normalize_activations = "none";
   uint64_t seed = 0;
 
   void validate() const;  // throws interp::Error naming the field
@@ -74,9 +79,18 @@ class SAE {
   explicit SAE(const SAEConfig& cfg);  // random init (seeded), decoder rows unit norm, W_enc = W_dec^T
   const SAEConfig& config() const { return cfg_; }
 
-  at::Tensor encode_pre(const at::Tensor& x) const;  // (x/scale - b_dec) @ W_enc + b_enc
+  at::Tensor encode_pre(const at::Tensor& x) const;  // (normalize_in(x) - b_dec) @ W_enc + b_enc
   at::Tensor encode(const at::Tensor& x) const;      // inference activations h [B, d_sae]
-  at::Tensor decode(const at::Tensor& h) const;      // h @ W_dec + b_dec, rescaled
+  // h @ W_dec + b_dec, mapped back to the activations' units. An SAE that normalises each token
+  // (per_token_norm()) needs x, the activations h was encoded from (or any with the statistics
+  // wanted); without it that is an interp::Error, not a number in the wrong units.
+  at::Tensor decode(const at::Tensor& h, const at::Tensor& x = {}) const;
+  at::Tensor reconstruct(const at::Tensor& x) const;  // decode(encode(x), x)
+  // The SAE's input units: x times the training scale, then the per-token normalisation if any;
+  // normalize_out(y, x) maps y in those units back with x's statistics.
+  at::Tensor normalize_in(const at::Tensor& x) const;
+  at::Tensor normalize_out(const at::Tensor& y, const at::Tensor& x) const;
+  bool per_token_norm() const;  // normalize_activations is constant_norm_rescale or layer_norm
   // Training forward: losses included. sparsity_weight scales the sparsity term (L1/L0 warm-up);
   // dead_mask [d_sae] (bool) selects latents for the AuxK loss.
   SAEOutput forward(const at::Tensor& x, double sparsity_weight = 1.0, const at::Tensor& dead_mask = {}) const;

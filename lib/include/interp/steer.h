@@ -4,6 +4,8 @@
 //          in the activations' units)
 //   clamp  x + (scale - h_f(x)) * d_f: latent f set to `scale` through the SAE, the SAE's
 //          reconstruction error kept (x - x_hat is untouched)
+//   An SAE that normalises each token (SAELens's constant_norm_rescale, layer_norm) maps d_f to the
+//   activations' units with each token's own statistics: d_f / coeff(x), or d_f * std(x).
 //
 //   interp::SteerOptions o; o.feature = 5; o.scale = 4;
 //   auto hook = interp::steering_hook(model, sae, o);

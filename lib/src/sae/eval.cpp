@@ -52,7 +52,7 @@ SAEEval evaluate_sae(const SAE& sae, const HookedModel& model, const PackedConte
     at::Tensor x = cache[point.name];
     at::Tensor flat = x.reshape({-1, d}).to(at::kFloat);
     at::Tensor h = sae.encode(flat);
-    at::Tensor x_hat = sae.decode(h);
+    at::Tensor x_hat = sae.decode(h, flat);
     sum_err += (x_hat - flat).pow(2).sum().item<double>();
     sum_l0 += (h > 0).sum().item<double>();
     fires += (h > 0).sum(0).to(at::kLong).cpu();

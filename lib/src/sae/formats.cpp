@@ -344,6 +344,10 @@ void SAE::save_sparsify(const std::string& dir) const {
   if (cfg_.architecture != "topk")
     throw Error(fmt::format("the sparsify layout holds TopK SAEs; this one is {} (save it in SAELens's layout)",
                             cfg_.architecture));
+  if (per_token_norm())
+    throw Error(fmt::format("the sparsify layout has no per-token normalisation; this SAE uses {} (save it in "
+                            "SAELens's layout)",
+                            cfg_.normalize_activations));
   at::NoGradGuard g;
   std::error_code ec;
   fs::create_directories(dir, ec);

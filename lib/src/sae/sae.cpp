@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -44,13 +45,11 @@ void SAEConfig::validate() const {
   if (aux_k < 0) throw bad("aux_k", "must be >= 0");
   if (!(norm_scale > 0)) throw bad("norm_scale", "must be > 0");
   if (dtype != "float32") throw bad("dtype", fmt::format("'{}' is not supported (float32)", dtype));
-  // SAELens applies "constant_norm_rescale" and "layer_norm" per token at run time; reading such an
-  // SAE without them would give wrong latents, so it is refused. "expected_average_only_in" is
-  // folded into the weights when SAELens saves (nothing to do at run time).
-  if (normalize_activations != "none" && normalize_activations != "expected_average_only_in")
+  if (normalize_activations != "none" && normalize_activations != "expected_average_only_in" &&
+      normalize_activations != "constant_norm_rescale" && normalize_activations != "layer_norm")
     throw bad("normalize_activations",
-              fmt::format("'{}' (a per-token normalisation at run time) is not supported yet; interp reads 'none' "
-                          "and 'expected_average_only_in'",
+              fmt::format("'{}' is not one SAELens writes (none, expected_average_only_in, constant_norm_rescale, "
+                          "layer_norm)",
                           normalize_activations));
 }
 
@@ -207,19 +206,64 @@ at::Tensor SAEOutput::fired() const {
   return f.index_fill_(0, active_idx.masked_select(active_vals.detach() > 0), true);
 }
 
+bool SAE::per_token_norm() const {
+  return cfg_.normalize_activations == "constant_norm_rescale" || cfg_.normalize_activations == "layer_norm";
+}
+
+namespace {
+// SAELens's run-time normalisations, per token (last dimension): x -> (x - shift) * scale in,
+// y -> y / scale + shift out.
+struct TokenNorm {
+  at::Tensor scale, shift;  // [..., 1]; shift undefined for constant_norm_rescale
+};
+TokenNorm token_norm(const std::string& kind, const at::Tensor& x) {
+  if (kind == "constant_norm_rescale") return {std::sqrt(static_cast<double>(x.size(-1))) / x.norm(2, {-1}, true), {}};
+  at::Tensor mu = x.mean({-1}, true);
+  at::Tensor sd = (x - mu).std({-1}, /*unbiased=*/true, /*keepdim=*/true);
+  return {1.0 / (sd + 1e-5), mu};
+}
+}  // namespace
+
+at::Tensor SAE::normalize_in(const at::Tensor& x) const {
+  at::Tensor xs = x;
+  if (per_token_norm()) {
+    TokenNorm n = token_norm(cfg_.normalize_activations, x);
+    xs = n.shift.defined() ? (x - n.shift) * n.scale : x * n.scale;
+  }
+  return cfg_.norm_scale == 1.0 ? xs : xs * cfg_.norm_scale;
+}
+
+at::Tensor SAE::normalize_out(const at::Tensor& y, const at::Tensor& x) const {
+  at::Tensor ys = cfg_.norm_scale == 1.0 ? y : y / cfg_.norm_scale;
+  if (!per_token_norm()) return ys;
+  if (!x.defined())
+    throw Error(fmt::format("SAE: this SAE normalises each token ({}), so decoding needs the activations the latents "
+                            "came from: call decode(h, x) or reconstruct(x)",
+                            cfg_.normalize_activations));
+  if (x.sizes() != ys.sizes())
+    throw Error(fmt::format("SAE: decoding with the statistics of x: x has shape [{}] but the decoded rows have [{}]",
+                            fmt::join(x.sizes(), ", "), fmt::join(ys.sizes(), ", ")));
+  // SAELens's out: layer_norm y * std + mean (std without its 1e-5), constant_norm_rescale y / coeff
+  if (cfg_.normalize_activations == "layer_norm") {
+    at::Tensor mu = x.mean({-1}, true);
+    return ys * (x - mu).std({-1}, /*unbiased=*/true, /*keepdim=*/true) + mu;
+  }
+  return ys / token_norm(cfg_.normalize_activations, x).scale;
+}
+
 at::Tensor SAE::encode_pre(const at::Tensor& x) const {
-  at::Tensor xs = cfg_.norm_scale == 1.0 ? x : x * cfg_.norm_scale;
-  return pre_activations(xs, W_enc_, b_enc_, b_dec_);
+  return pre_activations(normalize_in(x), W_enc_, b_enc_, b_dec_);
 }
 
 at::Tensor SAE::encode(const at::Tensor& x) const {
   return sae_architecture(cfg_.architecture).activate(*this, encode_pre(x), false);
 }
 
-at::Tensor SAE::decode(const at::Tensor& h) const {
-  at::Tensor y = at::addmm(b_dec_, h, W_dec_);
-  return cfg_.norm_scale == 1.0 ? y : y / cfg_.norm_scale;
+at::Tensor SAE::decode(const at::Tensor& h, const at::Tensor& x) const {
+  return normalize_out(at::addmm(b_dec_, h, W_dec_), x);
 }
+
+at::Tensor SAE::reconstruct(const at::Tensor& x) const { return decode(encode(x), x); }
 
 namespace {
 
@@ -236,7 +280,7 @@ at::Tensor decode_rows(const at::Tensor& W, const at::Tensor& idx, const at::Ten
 
 SAEOutput SAE::forward(const at::Tensor& x_raw, double sparsity_weight, const at::Tensor& dead_mask) const {
   const SAEArchitecture& arch = sae_architecture(cfg_.architecture);
-  at::Tensor x = cfg_.norm_scale == 1.0 ? x_raw : x_raw * cfg_.norm_scale;  // normalised units
+  at::Tensor x = normalize_in(x_raw);  // the SAE's units
   // With a fixed number of active latents per row (TopK) on the CPU, the pre-activations are
   // computed without gradient and only the chosen ones get it back, with a sparse backward
   // (sparse_encode.cpp): no dense [B, d_sae] gradient, no second GEMM.
@@ -306,7 +350,7 @@ SAEOutput SAE::forward(const at::Tensor& x_raw, double sparsity_weight, const at
   out.loss = out.mse + sparsity_weight * cfg_.l1_coefficient * out.sparsity + cfg_.aux_coefficient * out.aux;
   out.extra = arch.extra_loss ? arch.extra_loss(*this, x, full_pre(), out.h) : at::zeros({}, x.options());
   if (arch.extra_loss) out.loss = out.loss + out.extra;
-  out.x_hat = cfg_.norm_scale == 1.0 ? y : y / cfg_.norm_scale;
+  out.x_hat = normalize_out(y, x_raw);
   return out;
 }
 
