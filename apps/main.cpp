@@ -2,12 +2,16 @@
 // and turns errors into `error: ...` with a non-zero exit code.
 #include <fmt/format.h>
 
+#include <csignal>
 #include <iostream>
 
 #include "common.h"
 #include "interp/error.h"
 
 int main(int argc, char** argv) {
+  // A file-size limit (ulimit -f) then fails the write with EFBIG, reported by file name, instead of
+  // killing the process and leaving a temporary file behind.
+  std::signal(SIGXFSZ, SIG_IGN);
   CLI::App app{"interp: mechanistic interpretability for TorchScript transformers"};
   app.require_subcommand(1);
   app.option_defaults()->always_capture_default();

@@ -14,6 +14,7 @@
 #include "interp/error.h"
 #include "interp/features.h"
 #include "interp/tokenizer.h"
+#include "interp/util.h"
 
 namespace interp {
 
@@ -82,12 +83,7 @@ json counts_json(const FeatureStats& s) {
           {"purity_threshold", s.purity_threshold}};
 }
 
-void write(const fs::path& path, const std::string& text) {
-  std::ofstream f(path, std::ios::binary);
-  f << text;
-  f.close();
-  if (!f) throw Error(fmt::format("{}: cannot write ({}); is the disk full?", path.string(), std::strerror(errno)));
-}
+void write(const fs::path& path, const std::string& text) { write_text_file(path.string(), text); }
 
 const char* kStyle = R"CSS(
 body{font:14px/1.45 system-ui,sans-serif;margin:24px;color:#222;max-width:1200px}

@@ -1,6 +1,7 @@
 #include "io/atomic_file.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <fmt/format.h>
 #include <unistd.h>
 
@@ -12,7 +13,27 @@
 
 namespace interp {
 
+namespace {
+// What is at `path` must be nothing or a regular file: renaming over a device node, a FIFO, a
+// folder or a symbolic link would replace it (as root, /dev/null would become a file).
+void check_replaceable(const std::string& path) {
+  struct stat st;
+  if (::lstat(path.c_str(), &st) != 0) return;  // nothing there (or unreachable: open() will say)
+  if (S_ISREG(st.st_mode)) return;
+  const char* what = S_ISDIR(st.st_mode)    ? "a folder"
+                     : S_ISLNK(st.st_mode)  ? "a symbolic link"
+                     : S_ISFIFO(st.st_mode) ? "a FIFO"
+                     : S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) ? "a device"
+                     : S_ISSOCK(st.st_mode) ? "a socket"
+                                            : "not a regular file";
+  throw Error(fmt::format("{}: is {}; interp writes its outputs as regular files and replaces only regular files: "
+                          "choose another path",
+                          path, what));
+}
+}  // namespace
+
 AtomicFile::AtomicFile(std::string path) : path_(std::move(path)) {
+  check_replaceable(path_);
   tmp_ = fmt::format("{}.tmp.{}", path_, ::getpid());
   fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd_ < 0)
@@ -32,7 +53,10 @@ void AtomicFile::write(const void* data, size_t n) {
     ssize_t w = ::write(fd_, p, n);
     if (w < 0) {
       if (errno == EINTR) continue;
-      throw Error(fmt::format("{}: write failed ({}); nothing was written to {}", tmp_, std::strerror(errno), path_));
+      const int e = errno;
+      throw Error(fmt::format("{}: write failed ({}){}; nothing was written to {}", tmp_, std::strerror(e),
+                              e == ENOSPC || e == EFBIG || e == EDQUOT ? ": the disk, quota or file-size limit is full" : "",
+                              path_));
     }
     p += w;
     n -= static_cast<size_t>(w);
@@ -45,6 +69,7 @@ void AtomicFile::commit() {
     throw Error(fmt::format("{}: flush failed ({}); nothing was written to {}", tmp_, std::strerror(errno), path_));
   }
   fd_ = -1;
+  check_replaceable(path_);  // again: something may have appeared there while we wrote
   if (std::rename(tmp_.c_str(), path_.c_str()) != 0)
     throw Error(fmt::format("{}: cannot rename into place ({})", path_, std::strerror(errno)));
   committed_ = true;

@@ -1,5 +1,8 @@
 // Internal: write a file under a temporary name and rename it into place on commit(), so readers
-// never see a half-written file and a failure leaves the old file (if any) untouched.
+// never see a half-written file and a failure leaves the old file (if any) untouched. Only a
+// regular file (or nothing) at the final path is replaced: a folder, link, FIFO or device there is
+// an interp::Error. A program that writes big files should ignore SIGXFSZ (the CLI does), so a
+// file-size limit is a write error here rather than a kill.
 #pragma once
 
 #include <cstddef>
@@ -11,7 +14,7 @@ namespace interp {
 
 class AtomicFile {
  public:
-  explicit AtomicFile(std::string path);  // opens PATH.tmp.PID; throws interp::Error
+  explicit AtomicFile(std::string path);  // opens PATH.tmp.PID; throws interp::Error (also: PATH not a regular file)
   ~AtomicFile();                          // removes the temporary file unless committed
   AtomicFile(const AtomicFile&) = delete;
   AtomicFile& operator=(const AtomicFile&) = delete;
