@@ -64,15 +64,15 @@ void register_capture(CLI::App& app) {
   a->model.add_to(*cmd, "--model");
   a->corpus.add_to(*cmd);
   cmd->add_option("--hooks", a->hooks, "comma-separated hook names to capture")->required();
-  cmd->add_option("--tokens", a->tokens, "how many tokens to capture (rounded up to whole contexts)")->required();
-  cmd->add_option("--ctx", a->ctx, "tokens per context, BOS included")->capture_default_str();
-  cmd->add_option("--batch", a->batch, "contexts per forward pass")->capture_default_str();
+  cmd->add_option("--tokens", a->tokens, "how many tokens to capture (rounded up to whole contexts)")->check(positive())->required();
+  cmd->add_option("--ctx", a->ctx, "tokens per context, BOS included")->check(positive())->capture_default_str();
+  cmd->add_option("--batch", a->batch, "contexts per forward pass")->check(positive())->capture_default_str();
   cmd->add_option("--dtype", a->dtype, "stored dtype: f32, f16, bf16")
       ->check(CLI::IsMember({"f32", "f16", "bf16"}))
       ->capture_default_str();
-  cmd->add_option("--shard-contexts", a->shard_contexts, "contexts per shard (0: about 64 MiB per shard)")
+  cmd->add_option("--shard-contexts", a->shard_contexts, "contexts per shard (0: about 64 MiB per shard)")->check(non_negative())
       ->capture_default_str();
-  cmd->add_option("--seed", a->seed, "seed of the context order")->capture_default_str();
+  cmd->add_option("--seed", a->seed, "seed of the context order")->check(non_negative())->capture_default_str();
   cmd->add_flag("--no-shuffle", a->no_shuffle, "keep the corpus order");
   cmd->add_flag("--no-bos", a->no_bos, "do not start each context with BOS");
   cmd->add_option("--out", a->out, "store folder (new, or this capture's folder with --resume)")->required();

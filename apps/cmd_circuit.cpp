@@ -86,10 +86,10 @@ void register_circuit(CLI::App& app) {
   cmd->add_option("--ablation", a->ablation,
                   "all (faithfulness under every choice; patch for discovery) | zero | mean | patch | resample")
       ->capture_default_str();
-  cmd->add_option("--ig-steps", a->ig_steps, "eap-ig: integration steps")->check(CLI::PositiveNumber)->capture_default_str();
+  cmd->add_option("--ig-steps", a->ig_steps, "eap-ig: integration steps")->check(positive())->capture_default_str();
   cmd->add_option("--ig-on", a->ig_on, "eap-ig: interpolate the inputs (embedding) or the activations (receiver inputs)")
       ->capture_default_str();
-  cmd->add_option("--threshold", a->threshold, "acdc: remove a unit when the objective grows by less than this")
+  cmd->add_option("--threshold", a->threshold, "acdc: remove a unit when the objective grows by less than this")->check(non_negative())
       ->capture_default_str();
   cmd->add_option("--objective", a->objective, "acdc: kl (to the clean run) | metric (|change of the task metric|)")
       ->capture_default_str();
@@ -97,14 +97,14 @@ void register_circuit(CLI::App& app) {
                   "acdc: auto (full on cuda, adaptive on cpu) | adaptive (fewest wasted rows) | full (fewest forwards)")
       ->capture_default_str();
   cmd->add_option("--sizes", a->sizes, "faithfulness: circuit sizes, comma-separated (default 0,1,2,3,5,10,20,50,... all)");
-  cmd->add_option("--draw", a->draw, "units drawn in circuit.svg (acdc: its circuit)")->capture_default_str();
+  cmd->add_option("--draw", a->draw, "units drawn in circuit.svg (acdc: its circuit)")->check(non_negative())->capture_default_str();
   cmd->add_option("--max-rows", a->max_rows, "rows (circuits x prompts) per batched forward")
-      ->check(CLI::PositiveNumber)
+      ->check(positive())
       ->capture_default_str();
-  cmd->add_option("--prompts", a->n_prompts, "--task induction: prompts")->check(CLI::PositiveNumber)->capture_default_str();
-  cmd->add_option("--segment", a->segment, "--task induction: repeated segment length")->capture_default_str();
-  cmd->add_option("--bos", a->bos, "--task induction: the first token of every prompt")->capture_default_str();
-  cmd->add_option("--seed", a->seed, "seed of the induction prompts and of resampling")->capture_default_str();
+  cmd->add_option("--prompts", a->n_prompts, "--task induction: prompts")->check(positive())->capture_default_str();
+  cmd->add_option("--segment", a->segment, "--task induction: repeated segment length")->check(positive())->capture_default_str();
+  cmd->add_option("--bos", a->bos, "--task induction: the first token of every prompt")->check(non_negative())->capture_default_str();
+  cmd->add_option("--seed", a->seed, "seed of the induction prompts and of resampling")->check(non_negative())->capture_default_str();
   cmd->add_option("--out", a->out, "output folder: edges.json, faithfulness.json, circuit.svg, curves.svg, index.html")
       ->required();
   cmd->callback([a] {

@@ -23,11 +23,11 @@ void register_eval_lm(CLI::App& app) {
   a->model.add_to(*cmd);
   a->corpus.add_to(*cmd);
   cmd->add_option("--held-out-every", a->every,
-                  "evaluate only documents whose index is a multiple of N (models/train_brown.py holds out N = 20); 0: all")
+                  "evaluate only documents whose index is a multiple of N (models/train_brown.py holds out N = 20)->check(non_negative()); 0: all")
       ->capture_default_str();
-  cmd->add_option("--ctx", a->ctx, "tokens per context, BOS included (0: the model's context)")->capture_default_str();
-  cmd->add_option("--batch", a->batch, "contexts per forward")->check(CLI::PositiveNumber)->capture_default_str();
-  cmd->add_option("--max-contexts", a->max_contexts, "evaluate at most this many contexts (0: all)")->capture_default_str();
+  cmd->add_option("--ctx", a->ctx, "tokens per context, BOS included (0: the model's context)")->check(non_negative())->capture_default_str();
+  cmd->add_option("--batch", a->batch, "contexts per forward")->check(positive())->capture_default_str();
+  cmd->add_option("--max-contexts", a->max_contexts, "evaluate at most this many contexts (0: all)")->check(non_negative())->capture_default_str();
   cmd->add_option("--out", a->out, "write the results as JSON to this file");
   cmd->callback([a] {
     if (a->every < 0) throw Error(fmt::format("--held-out-every {}: use 0 (all documents) or a positive N", a->every));

@@ -35,18 +35,19 @@ void register_features(CLI::App& app) {
   a->corpus.add_to(*cmd, false);
   cmd->get_option("--data")->excludes(act);
   cmd->add_option("--hook", a->hook, "hook point (default: the SAE's hook_name, else the store's only per-token point)");
-  cmd->add_option("--tokens", a->tokens, "scan at most this many tokens (0: all)")->capture_default_str();
-  cmd->add_option("--ctx", a->ctx, "with --data: tokens per context")->capture_default_str();
-  cmd->add_option("--top-k", a->top_k, "top activations kept per latent")->check(CLI::PositiveNumber)->capture_default_str();
+  cmd->add_option("--tokens", a->tokens, "scan at most this many tokens (0: all)")->check(non_negative())->capture_default_str();
+  cmd->add_option("--ctx", a->ctx, "with --data: tokens per context")->check(positive())->capture_default_str();
+  cmd->add_option("--top-k", a->top_k, "top activations kept per latent")->check(positive())->capture_default_str();
   cmd->add_option("--samples", a->samples, "random firings kept per latent (shown by band of the max)")
-      ->check(CLI::NonNegativeNumber)->capture_default_str();
+      ->check(non_negative())->capture_default_str();
   cmd->add_option("--purity-threshold", a->purity, "purity that counts a latent as pure in the summary")
       ->check(CLI::Range(0.0, 1.0))->capture_default_str();
   cmd->add_flag("--baseline", a->baseline,
                 "also score random directions (TopK with the SAE's k and b_dec, random unit encoder rows) on the same "
                 "tokens, for comparison");
-  cmd->add_option("--batch", a->batch, "contexts encoded at once")->check(CLI::PositiveNumber)->capture_default_str();
+  cmd->add_option("--batch", a->batch, "contexts encoded at once")->check(positive())->capture_default_str();
   cmd->add_option("--seed", a->seed, "seed (random firings, random directions; with --data the context order)")
+      ->check(non_negative())
       ->capture_default_str();
   cmd->add_option("--out", a->out, "output folder (index.html, latent.html#N, features.json)")->required();
   cmd->callback([a] {

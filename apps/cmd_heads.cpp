@@ -24,12 +24,12 @@ void register_heads(CLI::App& app) {
   auto a = std::make_shared<Args>();
   a->model.add_to(*cmd);
   cmd->add_option("--sequences", a->sequences, "random sequences, each a segment repeated once")
-      ->check(CLI::PositiveNumber)->capture_default_str();
-  cmd->add_option("--segment", a->segment, "tokens per segment (capped by the model's context)")->capture_default_str();
-  cmd->add_option("--bos", a->bos, "first token of every sequence (default: the tokenizer's BOS, else 0)");
+      ->check(positive())->capture_default_str();
+  cmd->add_option("--segment", a->segment, "tokens per segment (capped by the model's context)")->check(positive())->capture_default_str();
+  cmd->add_option("--bos", a->bos, "first token of every sequence (default: the tokenizer's BOS, else 0)")->check(non_negative());
   cmd->add_option("--tokenizer", a->tokenizer, "sentencepiece .model: its BOS starts every sequence");
-  cmd->add_option("--top", a->top, "heads listed (0: all)")->capture_default_str();
-  cmd->add_option("--seed", a->seed, "seed of the random tokens")->capture_default_str();
+  cmd->add_option("--top", a->top, "heads listed (0: all)")->check(non_negative())->capture_default_str();
+  cmd->add_option("--seed", a->seed, "seed of the random tokens")->check(non_negative())->capture_default_str();
   cmd->add_option("--out", a->out, "write every head's scores as JSON to this file");
   cmd->callback([a] {
     if (a->segment < 2) throw Error(fmt::format("--segment {}: use at least 2 tokens", a->segment));

@@ -32,7 +32,7 @@ struct Common : TaskArgs {
     cmd.add_option("--by", by, "sweep axes: layer | layer,pos | layer,head | layer,head,pos")->capture_default_str();
     cmd.add_option("--reuse", reuse, "batched runs: auto | suffix | layers | none (see docs/patching.md)")->capture_default_str();
     cmd.add_option("--max-rows", max_rows, "rows (variants x prompts) per batched forward")
-        ->check(CLI::PositiveNumber)
+        ->check(positive())
         ->capture_default_str();
     cmd.add_option("--out", out, "output folder: results.json, heatmap.svg, index.html")->required();
   }
@@ -160,7 +160,7 @@ void register_ablate(CLI::App& app) {
   cmd->add_option("--ablation", a->ablation,
                   "zero | mean (over the corrupted prompts, or the prompts themselves) | resample (from them)")
       ->capture_default_str();
-  cmd->add_option("--seed", a->seed, "resample: seed")->capture_default_str();
+  cmd->add_option("--seed", a->seed, "resample: seed")->check(non_negative())->capture_default_str();
   cmd->callback([a] {
     Ablation abl;
     if (a->ablation == "zero") abl = Ablation::Zero;

@@ -23,9 +23,9 @@ void register_run(CLI::App& app) {
   auto a = std::make_shared<Args>();
   a->model.add_to(*cmd);
   a->input.add_to(*cmd);
-  cmd->add_option("--top-k", a->top_k, "how many next tokens to show")->check(CLI::PositiveNumber)->capture_default_str();
+  cmd->add_option("--top-k", a->top_k, "how many next tokens to show")->check(positive())->capture_default_str();
   cmd->add_option("--generate", a->generate, "then continue each sequence greedily by this many tokens")
-      ->check(CLI::NonNegativeNumber)
+      ->check(non_negative())
       ->capture_default_str();
   cmd->callback([a] {
     std::optional<Tokenizer> tok = a->input.load_tokenizer();

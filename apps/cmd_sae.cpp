@@ -45,33 +45,38 @@ void register_sae(CLI::App& app) {
   act->excludes(live);
   cmd->add_option("--data", a->data, "with --model: corpus (Brown folder, text, or token file)");
   cmd->add_option("--tokenizer", a->tokenizer, "with --model: sentencepiece .model for text corpora");
-  cmd->add_option("--ctx", a->ctx, "with --model: tokens per context")->capture_default_str();
+  cmd->add_option("--ctx", a->ctx, "with --model: tokens per context")->check(positive())->capture_default_str();
   cmd->add_option("--hook", a->hook, "hook point in the store (default: its only one); for a .safetensors file of "
                   "several tensors, the tensor's name; written into the SAE's cfg.json");
   cmd->add_option("--name-map", a->name_map, "with --model: module names -> TransformerLens names (docs/hooks.md)");
   cmd->add_option("--output", a->output, "with --model: which of forward's outputs are the logits");
   cmd->add_option("--device", a->device, "with --model: the model's device (cpu, cuda, cuda:N)")->capture_default_str();
-  cmd->add_option("--features", a->features, "synthetic: number of true features")->capture_default_str();
-  cmd->add_option("--d", a->d, "synthetic: dimension")->capture_default_str();
+  cmd->add_option("--features", a->features, "synthetic: number of true features")->check(positive())->capture_default_str();
+  cmd->add_option("--d", a->d, "synthetic: dimension")->check(positive())->capture_default_str();
   cmd->add_option("--frequencies", a->frequencies, "synthetic: uniform or geometric (0.99^i)")->capture_default_str();
-  cmd->add_option("--mean-active", a->mean_active, "synthetic: features active per sample")->capture_default_str();
+  cmd->add_option("--mean-active", a->mean_active, "synthetic: features active per sample")->check(positive())->capture_default_str();
   cmd->add_option("--arch", a->arch, fmt::format("{}", fmt::join(sae_architectures(), ", ")))->capture_default_str();
-  cmd->add_option("--d-sae", a->d_sae, "latents")->capture_default_str();
-  cmd->add_option("--k", a->k, "topk/batchtopk/matryoshka: active latents per row")->capture_default_str();
+  cmd->add_option("--d-sae", a->d_sae, "latents")->check(positive())->capture_default_str();
+  cmd->add_option("--k", a->k, "topk/batchtopk/matryoshka: active latents per row")->check(positive())->capture_default_str();
   cmd->add_option("--prefixes", a->prefixes, "matryoshka: increasing prefix sizes ending at --d-sae, e.g. 128,512,2048 "
                   "(default: d_sae/16, /8, /4, /2, d_sae)")->delimiter(',');
-  cmd->add_option("--l1", a->l1, "standard/gated: L1 coefficient; jumprelu: L0 coefficient")->capture_default_str();
-  cmd->add_option("--steps", a->steps, "training steps")->capture_default_str();
-  cmd->add_option("--batch", a->batch, "rows per step")->capture_default_str();
-  cmd->add_option("--lr", a->lr, "Adam learning rate")->capture_default_str();
-  cmd->add_option("--lr-warmup", a->warmup, "learning-rate warm-up steps")->capture_default_str();
-  cmd->add_option("--l1-warmup", a->l1_warmup, "sparsity-coefficient warm-up steps")->capture_default_str();
-  cmd->add_option("--seed", a->seed, "seed (init and synthetic data)")->capture_default_str();
+  cmd->add_option("--l1", a->l1, "standard/gated: L1 coefficient; jumprelu: L0 coefficient")
+      ->check(non_negative())
+      ->capture_default_str();
+  cmd->add_option("--steps", a->steps, "training steps")->check(positive())->capture_default_str();
+  cmd->add_option("--batch", a->batch, "rows per step")->check(positive())->capture_default_str();
+  cmd->add_option("--lr", a->lr, "Adam learning rate")->check(positive())->capture_default_str();
+  cmd->add_option("--lr-warmup", a->warmup, "learning-rate warm-up steps")->check(non_negative())->capture_default_str();
+  cmd->add_option("--l1-warmup", a->l1_warmup, "sparsity-coefficient warm-up steps")->check(non_negative())->capture_default_str();
+  cmd->add_option("--seed", a->seed, "seed (init and synthetic data)")->check(non_negative())->capture_default_str();
   cmd->add_option("--checkpoint-every", a->checkpoint_every, "steps between checkpoints (OUT/checkpoint.safetensors; 0: none)")
+      ->check(non_negative())
       ->capture_default_str();
   cmd->add_flag("--resume", a->resume, "continue from OUT/checkpoint.safetensors, bit-for-bit");
   cmd->add_option("--resample-every", a->resample_every, "steps between resampling dead latents (0: never; AuxK "
-                  "revives TopK latents anyway)")->capture_default_str();
+                  "revives TopK latents anyway)")
+      ->check(non_negative())
+      ->capture_default_str();
   cmd->add_option("--out", a->out, "output folder (SAELens layout: cfg.json, sae_weights.safetensors)")->required();
   cmd->add_option("--format", a->format, "saelens (cfg.json + sae_weights.safetensors) or sparsify (cfg.json + "
                   "sae.safetensors; TopK only)")
@@ -99,6 +104,22 @@ void register_sae(CLI::App& app) {
       check.d_in = 1;
       check.validate();
     }
+    TrainOptions o;
+    o.steps = a->steps;
+    o.batch = a->batch;
+    o.lr = a->lr;
+    o.lr_warmup_steps = a->warmup;
+    o.l1_warmup_steps = a->l1_warmup;
+    o.log_every = std::max<int64_t>(1, a->steps / 50);
+    o.checkpoint_path = (std::filesystem::path(a->out) / "checkpoint.safetensors").string();
+    o.checkpoint_every = a->checkpoint_every;
+    o.resume = a->resume;
+    o.resample_every = a->resample_every;
+    o.validate();
+    if (!a->resume && std::filesystem::exists(o.checkpoint_path))
+      throw Error(fmt::format("{} holds a checkpoint of an earlier run; pass --resume to continue it, or choose another "
+                              "--out",
+                              a->out));
     if (a->synthetic) {
       SyntheticConfig sc;
       sc.n_features = a->features;
@@ -136,22 +157,8 @@ void register_sae(CLI::App& app) {
     }
     cfg.d_in = source->d_in();
     SAE sae(cfg);
-    TrainOptions o;
-    o.steps = a->steps;
-    o.batch = a->batch;
-    o.lr = a->lr;
-    o.lr_warmup_steps = a->warmup;
-    o.l1_warmup_steps = a->l1_warmup;
-    o.log_every = std::max<int64_t>(1, a->steps / 50);
-    std::filesystem::create_directories(a->out);
-    o.checkpoint_path = (std::filesystem::path(a->out) / "checkpoint.safetensors").string();
-    o.checkpoint_every = a->checkpoint_every;
-    o.resume = a->resume;
-    o.resample_every = a->resample_every;
-    if (!a->resume && std::filesystem::exists(o.checkpoint_path))
-      throw Error(fmt::format("{} holds a checkpoint of an earlier run; pass --resume to continue it, or choose another "
-                              "--out",
-                              a->out));
+    OutputDir out(a->out);
+    out.create();
     const bool tty = isatty(2);
     o.progress = [tty](const TrainProgress& p) {
       std::string line = fmt::format("step {}/{}  mse {:.4f}  sparsity {:.4f}  aux {:.4f}{}  L0 {:.1f}  dead {:.1f}%  "
@@ -180,6 +187,7 @@ void register_sae(CLI::App& app) {
       fmt::print("ground truth: MMCS {:.4f}, {} of {} features recovered (max cosine > 0.9)\n", rec.mmcs, rec.recovered,
                  rec.n_features);
     }
+    out.keep();
     fmt::print("wrote {}/cfg.json and {}/{}\n", a->out, a->out,
                a->format == "sparsify" ? "sae.safetensors" : "sae_weights.safetensors");
   });
@@ -199,10 +207,10 @@ void register_eval_sae(CLI::App& app) {
   a->model.add_to(*cmd, "--model", "TorchScript model the SAE was trained on");
   a->corpus.add_to(*cmd);
   cmd->add_option("--hook", a->hook, "hook point (default: the SAE's hook_name)");
-  cmd->add_option("--tokens", a->tokens, "tokens to evaluate on")->capture_default_str();
-  cmd->add_option("--ctx", a->ctx, "tokens per context")->capture_default_str();
-  cmd->add_option("--batch", a->batch, "contexts per forward")->capture_default_str();
-  cmd->add_option("--seed", a->seed, "seed of the context order (use another than for training)")->capture_default_str();
+  cmd->add_option("--tokens", a->tokens, "tokens to evaluate on")->check(positive())->capture_default_str();
+  cmd->add_option("--ctx", a->ctx, "tokens per context")->check(positive())->capture_default_str();
+  cmd->add_option("--batch", a->batch, "contexts per forward")->check(positive())->capture_default_str();
+  cmd->add_option("--seed", a->seed, "seed of the context order (use another than for training)")->check(non_negative())->capture_default_str();
   cmd->add_option("--out", a->out, "write the results as JSON to this file");
   cmd->callback([a] {
     HookedModel model = a->model.load();

@@ -27,7 +27,7 @@ void register_steer(CLI::App& app) {
   auto a = std::make_shared<Args>();
   a->model.add_to(*cmd);
   cmd->add_option("--sae", a->sae, "SAE folder (SAELens, sparsify or dictionary_learning layout)")->required();
-  cmd->add_option("--feature", a->steer.feature, "the latent to steer with")->required();
+  cmd->add_option("--feature", a->steer.feature, "the latent to steer with")->check(non_negative())->required();
   cmd->add_option("--scale", a->steer.scale, "add: multiple of the latent's decoder direction; clamp: the latent's value")
       ->required();
   cmd->add_option("--mode", a->steer.mode, "add (x + scale * d_f) or clamp (latent set to scale, SAE error kept)")
@@ -35,7 +35,7 @@ void register_steer(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--hook", a->steer.hook, "hook point (default: the SAE's hook_name)");
   a->input.add_to(*cmd);
-  cmd->add_option("--generate", a->generate, "tokens to generate greedily")->check(CLI::PositiveNumber)->capture_default_str();
+  cmd->add_option("--generate", a->generate, "tokens to generate greedily")->check(positive())->capture_default_str();
   cmd->callback([a] {
     std::optional<Tokenizer> tok = a->input.load_tokenizer();
     SAE sae = SAE::load(a->sae);  // before the model: a bad folder fails fast

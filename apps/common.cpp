@@ -54,6 +54,7 @@ PromptPairs TaskArgs::load_pairs() const {
 }
 
 Metric TaskArgs::make_metric(const PromptPairs& p, const HookedModel& model) const {
+  check_token_ids(p, model.info().d_vocab, pairs);
   const int64_t pos = position_opt && position_opt->count() == 0 && p.position ? *p.position : position;
   auto need = [&](const at::Tensor& t, const char* field) {
     if (!t.defined())
@@ -164,6 +165,46 @@ std::string human_bytes(double b) {
     ++u;
   }
   return u == 0 ? fmt::format("{:.0f} {}", b, units[u]) : fmt::format("{:.1f} {}", b, units[u]);
+}
+
+namespace {
+CLI::Validator number_check(bool zero_ok) {
+  return CLI::Validator(
+      [zero_ok](std::string& text) -> std::string {
+        double v = 0;
+        size_t used = 0;
+        try {
+          v = std::stod(text, &used);
+        } catch (const std::exception&) {
+          used = 0;
+        }
+        if (used == 0 || used != text.size() || v != v) return fmt::format("'{}' is not a number", text);
+        if (zero_ok ? v < 0 : v <= 0) return fmt::format("must be {} (got {})", zero_ok ? "0 or more" : "positive", text);
+        return "";
+      },
+      zero_ok ? "NONNEGATIVE" : "POSITIVE");
+}
+}  // namespace
+
+CLI::Validator positive() { return number_check(false); }
+CLI::Validator non_negative() { return number_check(true); }
+
+OutputDir::~OutputDir() {
+  if (!created_ || keep_) return;
+  std::error_code ec;
+  if (std::filesystem::is_empty(path_, ec) && !ec) std::filesystem::remove(path_, ec);
+}
+
+void OutputDir::create() {
+  std::error_code ec;
+  if (std::filesystem::exists(path_, ec)) {
+    if (!std::filesystem::is_directory(path_, ec))
+      throw Error(fmt::format("{}: exists and is not a folder; choose another output path", path_));
+    return;
+  }
+  std::filesystem::create_directories(path_, ec);
+  if (ec) throw Error(fmt::format("{}: cannot create the output folder ({})", path_, ec.message()));
+  created_ = true;
 }
 
 }  // namespace interp::app

@@ -59,6 +59,11 @@ struct PromptArgs {
   at::Tensor sequences(const std::optional<Tokenizer>& tok) const;
 };
 
+// Option checks with plain messages ("--steps must be positive (got -3)"): CLI11's own print a
+// range up to 1.8e308. A value that is not a number, or is NaN, fails both.
+CLI::Validator positive();
+CLI::Validator non_negative();
+
 // "1,2,3" -> [[1,2,3]]; "1,2;3,4" -> [[1,2],[3,4]] (sequences of equal length, ';' between them).
 at::Tensor parse_tokens(const std::string& text);
 
@@ -66,6 +71,24 @@ at::Tensor parse_tokens(const std::string& text);
 std::vector<std::string> split_list(const std::string& text, char sep = ',');
 
 std::string human_bytes(double bytes);
+
+// An output folder made for one command. create() makes it (and its parents) with a clear error;
+// if the command then fails (keep() not called), a folder this command created is removed again
+// when still empty, so a failed run leaves nothing that blocks a plain rerun. An existing folder is
+// never removed.
+class OutputDir {
+ public:
+  explicit OutputDir(std::string path) : path_(std::move(path)) {}
+  ~OutputDir();
+  OutputDir(const OutputDir&) = delete;
+  OutputDir& operator=(const OutputDir&) = delete;
+  void create();
+  void keep() { keep_ = true; }
+
+ private:
+  std::string path_;
+  bool created_ = false, keep_ = false;
+};
 
 // Each subcommand registers itself on the app: one file each.
 void register_hooks(CLI::App& app);

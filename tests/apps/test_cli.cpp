@@ -295,7 +295,7 @@ TEST(Cli, PatchRejectsBadPairsWithoutWritingOutput) {
       {R"({"pairs": [{"clean_tokens": [1, 2, 3], "corrupted_tokens": [1, 2, 4], "answer": 3}]})", "needs \"wrong\""},
       {R"({"pairs": []})", "at least one pair"},
       {R"({"pairs": [{"clean_tokens": [1, 2, 99], "corrupted_tokens": [1, 2, 4], "answer": 3, "wrong": 4}]})",
-       "outside the vocabulary"},
+       "outside the model's vocabulary of 50"},
       {"{not json", "not valid JSON"},
   };
   for (const auto& c : cases) {

@@ -88,3 +88,54 @@ TEST(Inputs, WritersNeverReplaceOtherFilesAndReportAFullDisk) {
   EXPECT_TRUE(S_ISCHR(st.st_mode)) << "/dev/null was replaced";
   EXPECT_TRUE(fs::is_symlink(d + "/link.safetensors"));
 }
+
+// Numbers are checked before any work, and a refused command leaves no output folder behind.
+TEST(Inputs, NumbersAreCheckedBeforeAnyWork) {
+  const std::string d = case_dir("numbers");
+  const std::string syn = "train-sae --synthetic --d 16 --features 32 --d-sae 64 --k 4 ";
+  const std::vector<Case> cases = {
+      {syn + "--steps 0 --out {d}/a", 2, "--steps: must be positive (got 0)", {"{d}/a"}},
+      {syn + "--steps -3 --out {d}/a", 2, "--steps: must be positive (got -3)", {"{d}/a"}},
+      {syn + "--batch 0 --out {d}/a", 2, "--batch: must be positive (got 0)", {"{d}/a"}},
+      {syn + "--lr -1 --out {d}/a", 2, "--lr: must be positive (got -1)", {"{d}/a"}},
+      {syn + "--lr 0 --out {d}/a", 2, "--lr: must be positive (got 0)", {"{d}/a"}},
+      {syn + "--lr nan --out {d}/a", 2, "--lr: 'nan' is not a number", {"{d}/a"}},
+      {syn + "--lr 1e-3x --out {d}/a", 2, "--lr: '1e-3x' is not a number", {"{d}/a"}},
+      {syn + "--lr-warmup -5 --out {d}/a", 2, "--lr-warmup: must be 0 or more (got -5)", {"{d}/a"}},
+      {syn + "--checkpoint-every -1 --out {d}/a", 2, "--checkpoint-every: must be 0 or more", {"{d}/a"}},
+      {syn + "--resample-every -2 --out {d}/a", 2, "--resample-every: must be 0 or more", {"{d}/a"}},
+      {syn + "--seed -1 --out {d}/a", 2, "--seed: must be 0 or more (got -1)", {"{d}/a"}},
+      {syn + "--l1 nan --out {d}/a", 2, "--l1: 'nan' is not a number", {"{d}/a"}},
+      {syn + "--d-sae 0 --out {d}/a", 2, "--d-sae: must be positive (got 0)", {"{d}/a"}},
+      {"train-sae --synthetic --d 16 --features 32 --d-sae 64 --k 65 --out {d}/a", 1,
+       "k must be in 1..d_sae (64) for topk (got 65)", {"{d}/a"}},
+      {syn + "--lr 1e30 --steps 5 --out {d}/a", 1, "the loss is", {"{d}/a"}},  // diverges at step 1: no folder left
+      {"capture --model x --data y --hooks z --tokens 0 --out {d}/a", 2, "--tokens: must be positive (got 0)", {"{d}/a"}},
+      {"eval-sae --sae x --model y --data z --tokens 0", 2, "--tokens: must be positive (got 0)", {}},
+      {"run " + fixture("tiny_script.pt") + " --tokens 1,2 --top-k 0", 2, "--top-k: must be positive (got 0)", {}},
+  };
+  run_cases("numbers", cases, d);
+}
+
+// Token ids in prompt-pair files are checked against the model before any run, for every metric
+// (a raw ATen index error for some metrics, silently ignored by kl, before).
+TEST(Inputs, TokenIdsOutsideTheVocabularyAreNamed) {
+  const std::string d = case_dir("ids");
+  const std::string m = fixture("tiny_script.pt");
+  std::ofstream(d + "/answer.json") << R"({"pairs": [
+    {"clean_tokens": [1, 5, 9, 13], "corrupted_tokens": [1, 5, 30, 13], "answer": 3, "wrong": 4},
+    {"clean_tokens": [8, 5, 9, 11], "corrupted_tokens": [8, 5, 31, 11], "answer": 999, "wrong": 4}]})";
+  std::ofstream(d + "/clean.json") << R"({"pairs": [
+    {"clean_tokens": [1, 5, 90, 13], "corrupted_tokens": [1, 5, 30, 13], "answer": 3, "wrong": 4}]})";
+  const std::string oov = "pair 2 'answer' has token id 999, outside the model's vocabulary of 50 (ids 0..49)";
+  const std::vector<Case> cases = {
+      {"patch " + m + " --pairs {d}/answer.json --metric logit_diff --out {d}/p1", 1, oov, {"{d}/p1"}},
+      {"patch " + m + " --pairs {d}/answer.json --metric prob --out {d}/p2", 1, oov, {"{d}/p2"}},
+      {"patch " + m + " --pairs {d}/answer.json --metric loss --out {d}/p3", 1, oov, {"{d}/p3"}},
+      {"patch " + m + " --pairs {d}/answer.json --metric kl --out {d}/p4", 1, oov, {"{d}/p4"}},
+      {"ablate " + m + " --pairs {d}/answer.json --out {d}/p5", 1, oov, {"{d}/p5"}},
+      {"circuit " + m + " --pairs {d}/answer.json --out {d}/p6", 1, oov, {"{d}/p6"}},
+      {"patch " + m + " --pairs {d}/clean.json --out {d}/p7", 1, "pair 1 'clean_tokens' has token id 90", {"{d}/p7"}},
+  };
+  run_cases("ids", cases, d);
+}

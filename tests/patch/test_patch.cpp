@@ -13,6 +13,7 @@
 
 #include "interp/error.h"
 #include "interp/hooks.h"
+#include "interp/metrics.h"
 #include "interp/patch.h"
 #include "interp/prompts.h"
 #include "interp/report.h"
@@ -359,3 +360,33 @@ TEST(PromptPairs, TextIsTokenizedWithBosAndOneTokenAnswers) {
 }
 
 }  // namespace
+
+// An answer id outside the vocabulary is an interp::Error naming the prompt, from every metric that
+// reads answers, and check_token_ids names the pair and field before any run.
+TEST(Metrics, TokenIdsOutsideTheVocabularyAreAnError) {
+  at::Tensor logits = at::randn({2, 1, 10});
+  const at::Tensor good = at::tensor({3, 4}, at::kLong), bad = at::tensor({3, 12}, at::kLong);
+  for (const interp::Metric& m : {interp::logit_diff(bad, good, -1), interp::logit_diff(good, bad, -1),
+                                  interp::answer_prob(bad, -1), interp::answer_loss(at::tensor({-1, 2}, at::kLong), -1)}) {
+    try {
+      m.fn(logits);
+      ADD_FAILURE() << m.name << ": no error";
+    } catch (const interp::Error& e) {
+      EXPECT_NE(std::string(e.what()).find("outside the model's vocabulary of 10"), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_NO_THROW(interp::logit_diff(good, good, -1).fn(logits));
+  interp::PromptPairs p;
+  p.clean = at::tensor({1, 2, 3, 4, 5, 11}, at::kLong).view({2, 3});
+  try {
+    interp::check_token_ids(p, 10, "pairs.json");
+    ADD_FAILURE() << "no error";
+  } catch (const interp::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("pairs.json: pair 2 'clean_tokens' has token id 11"), std::string::npos) << e.what();
+  }
+  p.clean = at::tensor({1, 2, 3, 4, 5, 6}, at::kLong).view({2, 3});
+  p.wrong = at::tensor({0, -2}, at::kLong);
+  EXPECT_THROW(interp::check_token_ids(p, 10, "pairs.json"), interp::Error);
+  p.wrong = at::tensor({0, 9}, at::kLong);
+  EXPECT_NO_THROW(interp::check_token_ids(p, 10, "pairs.json"));
+}

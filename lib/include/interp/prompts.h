@@ -28,5 +28,8 @@ struct PromptPairs {
   std::optional<int64_t> position;       // the metric's position, if the file names one
 };
 PromptPairs load_prompt_pairs(const std::string& path, const Tokenizer* tokenizer);
+// Throws interp::Error naming the pair and field ("pair 2 'answer' 999 ...") if any id of clean,
+// corrupted, answers or wrong is outside [0, d_vocab): before any run, whatever the metric.
+void check_token_ids(const PromptPairs& pairs, int64_t d_vocab, const std::string& where);
 
 }  // namespace interp

@@ -78,6 +78,11 @@ struct TrainOptions {
   int64_t checkpoint_every = 0;
   bool resume = false;
   std::function<void(const TrainProgress&)> progress;
+
+  // Throws interp::Error naming the first bad setting (a count below its minimum, a learning rate
+  // that is not a positive number, an unknown b_dec_init, checkpoints without a path). train_sae
+  // calls it first; call it yourself before creating outputs.
+  void validate() const;
 };
 
 struct TrainResult {

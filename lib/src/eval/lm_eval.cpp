@@ -22,7 +22,12 @@ std::string LmEval::to_json() const {
 LmEval evaluate_lm(const HookedModel& model, const PackedContexts& contexts, const LmEvalOptions& o) {
   if (o.batch < 1) throw Error("evaluate_lm: batch must be at least 1");
   auto t0 = std::chrono::steady_clock::now();
+  if (o.max_contexts < 0) throw Error(fmt::format("evaluate_lm: max_contexts must be 0 (all) or more (got {})", o.max_contexts));
   const int64_t n = o.max_contexts > 0 ? std::min(o.max_contexts, contexts.size()) : contexts.size();
+  if (n < 1 || contexts.ctx() < 2)  // no predicted token: a loss of 0/0, not a result
+    throw Error(fmt::format("evaluate_lm: no context of {} tokens to evaluate (the corpus is too small, or every "
+                            "document was held out); give a larger corpus or a smaller --ctx",
+                            contexts.ctx()));
   LmEval e;
   double loss_sum = 0;
   int64_t correct = 0;

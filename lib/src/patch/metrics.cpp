@@ -30,6 +30,13 @@ at::Tensor ids_for(const at::Tensor& ids, const at::Tensor& logits, const char* 
   if (ids.dim() != 1 || ids.size(0) != logits.size(0))
     throw Error(fmt::format("metric: {} has shape {} but the run has {} prompts; give one token id per prompt", what,
                             detail::shape_of(ids.sizes()), logits.size(0)));
+  const int64_t vocab = logits.size(-1);
+  const at::Tensor bad = ((ids < 0) | (ids >= vocab)).nonzero();
+  if (bad.numel() > 0) {
+    const int64_t i = bad[0][0].item<int64_t>();
+    throw Error(fmt::format("metric: {} of prompt {} is token id {}, outside the model's vocabulary of {} (ids 0..{})",
+                            what, i + 1, ids[i].item<int64_t>(), vocab, vocab - 1));
+  }
   return ids.to(logits.device(), at::kLong).unsqueeze(1);
 }
 }  // namespace

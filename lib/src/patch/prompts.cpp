@@ -124,4 +124,20 @@ PromptPairs load_prompt_pairs(const std::string& path, const Tokenizer* tok) {
   return out;
 }
 
+void check_token_ids(const PromptPairs& pairs, int64_t d_vocab, const std::string& where) {
+  auto check = [&](const at::Tensor& t, const char* field) {
+    if (!t.defined() || d_vocab <= 0) return;
+    const at::Tensor bad = ((t < 0) | (t >= d_vocab)).nonzero();
+    if (bad.numel() == 0) return;
+    const int64_t pair = bad[0][0].item<int64_t>();
+    const int64_t id = t.dim() == 1 ? t[pair].item<int64_t>() : t[pair][bad[0][1]].item<int64_t>();
+    throw Error(fmt::format("{}: pair {} '{}' has token id {}, outside the model's vocabulary of {} (ids 0..{})", where,
+                            pair + 1, field, id, d_vocab, d_vocab - 1));
+  };
+  check(pairs.clean, "clean_tokens");
+  check(pairs.corrupted, "corrupted_tokens");
+  check(pairs.answers, "answer");
+  check(pairs.wrong, "wrong");
+}
+
 }  // namespace interp

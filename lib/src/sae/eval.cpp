@@ -36,8 +36,13 @@ SAEEval evaluate_sae(const SAE& sae, const HookedModel& model, const PackedConte
   if (point.shape.empty() || point.shape.back() != sae.config().d_in)
     throw Error(fmt::format("eval-sae: hook '{}' has shape {} but the SAE's d_in is {}", e.hook, point.shape_str(),
                             sae.config().d_in));
+  if (o.tokens < 1 || o.batch < 1)
+    throw Error(fmt::format("eval-sae: tokens ({}) and batch ({}) must be at least 1", o.tokens, o.batch));
   const int64_t ctx = contexts.ctx();
   const int64_t n_ctx = std::min(contexts.size(), (o.tokens + ctx - 1) / ctx);
+  if (n_ctx < 1)  // no rows: every score would be a division by zero, not a result
+    throw Error(fmt::format("eval-sae: the corpus holds no context of {} tokens; give a larger corpus or a smaller --ctx",
+                            ctx));
   const int64_t d = sae.config().d_in, m = sae.config().d_sae;
   at::Tensor fires = at::zeros({m}, at::kLong);
   double sum_err = 0, sum_l0 = 0, ce_clean = 0, ce_sae = 0, ce_zero = 0, kl_sae = 0, kl_zero = 0;

@@ -40,7 +40,9 @@ void SAEConfig::validate() const {
     if (last != d_sae)
       throw bad("matryoshka_prefixes", fmt::format("must end at d_sae ({}) (got [{}])", d_sae, fmt::join(matryoshka_prefixes, ", ")));
   }
-  if (l1_coefficient < 0) throw bad("l1_coefficient", "must be >= 0");
+  if (!(l1_coefficient >= 0) || !std::isfinite(l1_coefficient)) throw bad("l1_coefficient", "must be a number >= 0");
+  if (!(aux_coefficient >= 0) || !std::isfinite(aux_coefficient)) throw bad("aux_coefficient", "must be a number >= 0");
+  if (!std::isfinite(threshold_init)) throw bad("threshold_init", "must be a number");
   if (architecture == "jumprelu" && !(bandwidth > 0)) throw bad("bandwidth", "must be > 0");
   if (aux_k < 0) throw bad("aux_k", "must be >= 0");
   if (!(norm_scale > 0)) throw bad("norm_scale", "must be > 0");

@@ -237,11 +237,34 @@ at::Tensor geometric_median(const at::Tensor& x, int iterations) {
   return y;
 }
 
+void TrainOptions::validate() const {
+  auto at_least = [](const char* name, int64_t v, int64_t min) {
+    if (v < min) throw Error(fmt::format("train: {} must be at least {} (got {})", name, min, v));
+  };
+  at_least("steps", steps, 1);
+  at_least("batch", batch, 1);
+  if (!std::isfinite(lr) || !(lr > 0))
+    throw Error(fmt::format("train: the learning rate must be a positive number (got {})", lr));
+  at_least("lr_warmup_steps", lr_warmup_steps, 0);
+  at_least("l1_warmup_steps", l1_warmup_steps, 0);
+  if (!(lr_decay_fraction >= 0 && lr_decay_fraction <= 1))
+    throw Error(fmt::format("train: lr_decay_fraction must be in [0, 1] (got {})", lr_decay_fraction));
+  if (b_dec_init != "geometric_median" && b_dec_init != "mean" && b_dec_init != "zeros")
+    throw Error(fmt::format("train: b_dec_init '{}' is not geometric_median, mean or zeros", b_dec_init));
+  at_least("init_samples", init_samples, 1);
+  at_least("dead_window", dead_window, 1);
+  at_least("resample_every", resample_every, 0);
+  at_least("log_every", log_every, 0);
+  at_least("checkpoint_every", checkpoint_every, 0);
+  if ((checkpoint_every > 0 || resume) && checkpoint_path.empty())
+    throw Error("train: checkpoints (checkpoint_every, resume) need a checkpoint_path");
+}
+
 TrainResult train_sae(SAE& sae, ActivationSource& source, const TrainOptions& o) {
+  o.validate();
   const SAEConfig& cfg = sae.config();
   if (source.d_in() != cfg.d_in)
     throw Error(fmt::format("the source gives {}-dimensional activations but the SAE's d_in is {}", source.d_in(), cfg.d_in));
-  if (o.steps < 1 || o.batch < 1) throw Error("train: steps and batch must be positive");
   const auto start = std::chrono::steady_clock::now();
   const SAEArchitecture& arch = sae_architecture(cfg.architecture);
 
@@ -277,7 +300,7 @@ TrainResult train_sae(SAE& sae, ActivationSource& source, const TrainOptions& o)
     at::Tensor xs = x0 * scale;
     if (o.b_dec_init == "geometric_median") sae.b_dec().detach().copy_(geometric_median(xs));
     else if (o.b_dec_init == "mean") sae.b_dec().detach().copy_(xs.mean(0));
-    else if (o.b_dec_init != "zeros") throw Error(fmt::format("train: b_dec_init '{}' is not geometric_median, mean or zeros", o.b_dec_init));
+    // (b_dec_init "zeros": b_dec stays 0; validate() refused any other name)
   }
 
   double acc_mse = 0, acc_sp = 0, acc_aux = 0, acc_extra = 0, acc_l0 = 0;
