@@ -26,6 +26,7 @@ void register_cache(CLI::App& app) {
       ->check(CLI::IsMember({"f32", "f16", "bf16"}))
       ->capture_default_str();
   cmd->callback([a] {
+    check_output_file(a->out);
     HookedModel model = a->model.load();
     at::Tensor tokens = parse_tokens(a->tokens);
     NamesFilter filter;

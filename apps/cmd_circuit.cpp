@@ -142,6 +142,8 @@ void register_circuit(CLI::App& app) {
       task = {pairs.clean, pairs.corrupted, a->make_metric(pairs, model), {}};
       facts_text.push_back(fmt::format("{} ({} prompts of {} tokens)", a->pairs, pairs.clean.size(0), pairs.clean.size(1)));
     }
+    OutputDir out(a->out);  // before the search: an unusable --out fails now, not after it
+    out.create();
     CircuitGraph graph = CircuitGraph::of(model, level);
     fmt::print("circuit: {} at {} level on {}: {} units ({} layers, {} heads{}), metric {}\n", method_name(method), a->level,
                a->model.model, graph.n_units(), graph.n_layers, graph.n_heads, graph.has_mlp ? ", MLPs" : "",
@@ -214,7 +216,6 @@ void register_circuit(CLI::App& app) {
     if (method == CircuitMethod::ACDC)
       facts.emplace_back("acdc", fmt::format("threshold {}, objective {}, kept {} of {}", a->threshold, a->objective, kept,
                                              graph.n_units()));
-    std::filesystem::create_directories(a->out);
     int64_t draw = scores.kept.empty() ? a->draw : kept;
     std::string graph_svg = circuit_svg(graph, scores, draw), curves = faithfulness_svg(rep);
     auto ej = nlohmann::json::parse(scores_json(graph, scores));
@@ -225,6 +226,7 @@ void register_circuit(CLI::App& app) {
     write_text_file(a->out + "/circuit.svg", graph_svg);
     write_text_file(a->out + "/curves.svg", curves);
     write_text_file(a->out + "/index.html", circuit_html(graph, scores, rep, graph_svg, curves, facts));
+    out.keep();
     fmt::print("wrote {0}/index.html, {0}/edges.json, {0}/faithfulness.json, {0}/circuit.svg, {0}/curves.svg\n", a->out);
   });
 }

@@ -30,6 +30,7 @@ void register_eval_lm(CLI::App& app) {
   cmd->add_option("--max-contexts", a->max_contexts, "evaluate at most this many contexts (0: all)")->check(non_negative())->capture_default_str();
   cmd->add_option("--out", a->out, "write the results as JSON to this file");
   cmd->callback([a] {
+    if (!a->out.empty()) check_output_file(a->out);
     if (a->every < 0) throw Error(fmt::format("--held-out-every {}: use 0 (all documents) or a positive N", a->every));
     if (a->ctx < 0 || a->ctx == 1) throw Error(fmt::format("--ctx {}: use 0 (the model's context) or at least 2", a->ctx));
     HookedModel model = a->model.load();

@@ -32,6 +32,7 @@ void register_heads(CLI::App& app) {
   cmd->add_option("--seed", a->seed, "seed of the random tokens")->check(non_negative())->capture_default_str();
   cmd->add_option("--out", a->out, "write every head's scores as JSON to this file");
   cmd->callback([a] {
+    if (!a->out.empty()) check_output_file(a->out);
     if (a->segment < 2) throw Error(fmt::format("--segment {}: use at least 2 tokens", a->segment));
     int64_t bos = a->bos;
     if (bos < 0 && !a->tokenizer.empty()) bos = Tokenizer::load(a->tokenizer).bos_id();

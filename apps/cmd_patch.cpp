@@ -52,7 +52,6 @@ struct Common : TaskArgs {
 
 void write_outputs(const Common& c, const PatchResult& r, const PromptPairs& pairs, const std::string& title,
                    const std::string& command) {
-  std::filesystem::create_directories(c.out);
   auto j = nlohmann::json::parse(to_json(r));
   j["command"] = command;
   j["model"] = c.model.model;
@@ -111,6 +110,8 @@ void register_patch(CLI::App& app) {
     if (!pairs.corrupted.defined())
       throw Error(fmt::format("{}: patching needs \"corrupted\" prompts in every pair", a->pairs));
     Metric metric = a->make_metric(pairs, model);
+    OutputDir out(a->out);  // before the sweep: an unusable --out fails now, not after it
+    out.create();
     Direction dir = a->direction == "noise" ? Direction::Noise : Direction::Denoise;
     auto by = split_list(a->by);
     PatchResult r;
@@ -144,6 +145,7 @@ void register_patch(CLI::App& app) {
     }
     (void)cmd;
     write_outputs(*a, r, pairs, title, "interp patch");
+    out.keep();
   });
 }
 
@@ -171,6 +173,8 @@ void register_ablate(CLI::App& app) {
     PromptPairs pairs = a->load_pairs();
     at::Tensor reference = pairs.corrupted.defined() ? pairs.corrupted : pairs.clean;
     Metric metric = a->make_metric(pairs, model);
+    OutputDir out(a->out);
+    out.create();
     std::vector<int64_t> shape;
     auto sites = sweep_sites(model, a->hook, split_list(a->by), pairs.clean.size(1), &shape);
     PatchResult r = ablation_sweep(model, pairs.clean, reference, sites, abl, metric, a->seed, a->variant_options());
@@ -180,6 +184,7 @@ void register_ablate(CLI::App& app) {
     r.values = r.values.reshape(shape);
     r.normalized = r.normalized.reshape(shape);
     write_outputs(*a, r, pairs, fmt::format("{} ablation: {} by {}", a->ablation, a->hook, a->by), "interp ablate");
+    out.keep();
   });
 }
 

@@ -213,6 +213,7 @@ void register_eval_sae(CLI::App& app) {
   cmd->add_option("--seed", a->seed, "seed of the context order (use another than for training)")->check(non_negative())->capture_default_str();
   cmd->add_option("--out", a->out, "write the results as JSON to this file");
   cmd->callback([a] {
+    if (!a->out.empty()) check_output_file(a->out);
     HookedModel model = a->model.load();
     SAE sae = SAE::load(a->sae);
     sae.to(model.device());

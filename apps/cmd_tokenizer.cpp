@@ -89,6 +89,7 @@ void register_tokenize(CLI::App& app) {
   cmd->add_option("--tokenizer", a->tokenizer, "sentencepiece .model file")->required();
   cmd->add_option("--out", a->out, "output .safetensors token file")->required();
   cmd->callback([a] {
+    check_output_file(a->out);
     Tokenizer tok = Tokenizer::load(a->tokenizer);
     Corpus corpus = corpus_load(a->data, a->format);
     TokenizedCorpus tc = tokenize(corpus, tok);

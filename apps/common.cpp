@@ -5,6 +5,7 @@
 
 #include "interp/error.h"
 #include "interp/tokenizer.h"
+#include "io/atomic_file.h"
 
 #include <optional>
 
@@ -188,6 +189,16 @@ CLI::Validator number_check(bool zero_ok) {
 
 CLI::Validator positive() { return number_check(false); }
 CLI::Validator non_negative() { return number_check(true); }
+
+void check_output_file(const std::string& path, const std::string& option) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::path p(path);
+  const fs::path parent = p.has_parent_path() ? p.parent_path() : fs::path(".");
+  if (!fs::is_directory(parent, ec))
+    throw Error(fmt::format("{} {}: the folder {} does not exist; create it first", option, path, parent.string()));
+  check_replaceable(path);
+}
 
 OutputDir::~OutputDir() {
   if (!created_ || keep_) return;

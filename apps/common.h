@@ -72,6 +72,10 @@ std::vector<std::string> split_list(const std::string& text, char sep = ',');
 
 std::string human_bytes(double bytes);
 
+// Before any work: an output file's folder must exist and the path must be nothing or a regular
+// file (the atomic writer replaces only those), so a long run does not fail at its last step.
+void check_output_file(const std::string& path, const std::string& option = "--out");
+
 // An output folder made for one command. create() makes it (and its parents) with a clear error;
 // if the command then fails (keep() not called), a folder this command created is removed again
 // when still empty, so a failed run leaves nothing that blocks a plain rerun. An existing folder is

@@ -192,7 +192,7 @@ TEST(Cli, ErrorsAreClearAndNonZero) {
       {"run " + m + " --tokens 1,99", "token id 99 is outside the vocabulary of 50"},
       {"cache " + m + " --tokens 1,2", "--out is required"},
       {"cache " + m + " --tokens 1,2 --filter nomatch --out /tmp/x.safetensors", "matches no hook point"},
-      {"cache " + m + " --tokens 1,2 --out /nonexistent/dir/x.safetensors", "cannot create"},
+      {"cache " + m + " --tokens 1,2 --out /nonexistent/dir/x.safetensors", "the folder /nonexistent/dir does not exist"},
       {"frobnicate", "error:"},
   };
   for (const auto& c : cases) {

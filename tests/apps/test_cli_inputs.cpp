@@ -139,3 +139,52 @@ TEST(Inputs, TokenIdsOutsideTheVocabularyAreNamed) {
   };
   run_cases("ids", cases, d);
 }
+
+// Every writer under a file-size limit (ulimit -f 0: no file may grow, as on a full disk): a clean
+// error naming the file's problem, exit 1, no output under its final name, no temporaries, and no
+// half-made folder that would block a plain rerun. Outputs that cannot be written are refused
+// before the work, not after it.
+TEST(Inputs, EveryWriterReportsAFullDiskAndLeavesNothing) {
+  const std::string d = case_dir("fulldisk");
+  const std::string lm = fixture("tiny_lm_trace.pt"), m = fixture("tiny_script.pt");
+  const std::string data = " --data " + fixture("brown") + " --tokenizer " + fixture("brown-1k.model") + " ";
+  auto ok = interp::test::shell(std::string(INTERP_BIN) + " capture --model " + lm + data +
+                                "--hooks blocks.0.hook_resid_post --tokens 4096 --ctx 64 --out " + d + "/store");
+  ASSERT_EQ(ok.code, 0) << ok.out;
+  ok = interp::test::shell(std::string(INTERP_BIN) + " train-sae --activations " + d +
+                           "/store --d-sae 64 --k 4 --steps 20 --batch 256 --out " + d + "/sae");
+  ASSERT_EQ(ok.code, 0) << ok.out;
+  std::ofstream(d + "/pairs.json") << R"({"pairs": [
+    {"clean_tokens": [1, 5, 9, 13], "corrupted_tokens": [1, 5, 30, 13], "answer": 3, "wrong": 4},
+    {"clean_tokens": [8, 5, 9, 11], "corrupted_tokens": [8, 5, 31, 11], "answer": 3, "wrong": 4}]})";
+  const std::string full = "the disk, quota or file-size limit is full";
+  const std::string no_file_growth = "ulimit -f 0;";
+  const std::vector<Case> cases = {
+      {"capture --model " + lm + data + "--hooks blocks.0.hook_resid_post --tokens 512 --ctx 64 --out {d}/store2", 1, full,
+       {"{d}/store2"}, no_file_growth},
+      {"train-sae --activations {d}/store --d-sae 64 --k 4 --steps 5 --batch 256 --out {d}/sae2", 1, full, {"{d}/sae2"},
+       no_file_growth},
+      {"train-sae --activations {d}/store --d-sae 64 --k 4 --steps 5 --batch 256 --checkpoint-every 2 --out {d}/sae3", 1,
+       full, {"{d}/sae3"}, no_file_growth},
+      {"eval-sae --sae {d}/sae --model " + lm + data + "--ctx 64 --tokens 256 --out {d}/eval.json", 1, full,
+       {"{d}/eval.json"}, no_file_growth},
+      {"tokenize" + data + "--out {d}/tokens.safetensors", 1, full, {"{d}/tokens.safetensors"}, no_file_growth},
+      {"eval-lm " + lm + data + "--max-contexts 2 --out {d}/lm.json", 1, full, {"{d}/lm.json"}, no_file_growth},
+      {"patch " + m + " --pairs {d}/pairs.json --out {d}/patch", 1, full, {"{d}/patch"}, no_file_growth},
+      {"circuit " + m + " --pairs {d}/pairs.json --method eap --out {d}/circuit", 1, full, {"{d}/circuit"},
+       no_file_growth},
+      {"features --sae {d}/sae --activations {d}/store --model " + lm + " --out {d}/site", 1, full, {"{d}/site"},
+       no_file_growth},
+      {"heads " + m + " --out {d}/heads.json", 1, full, {"{d}/heads.json"}, no_file_growth},
+      // an output that cannot be written is refused before the work
+      {"eval-sae --sae {d}/sae --model " + lm + data + "--ctx 64 --tokens 256 --out {d}/no/such/eval.json", 1,
+       "the folder {d}/no/such does not exist", {}},
+      {"patch " + m + " --pairs {d}/pairs.json --out {d}/pairs.json/x", 1, "{d}/pairs.json/x: cannot create the output folder",
+       {}},
+  };
+  run_cases("full disk", cases, d);
+  // nothing blocks a plain rerun of the capture that failed
+  ok = interp::test::shell(std::string(INTERP_BIN) + " capture --model " + lm + data +
+                           "--hooks blocks.0.hook_resid_post --tokens 512 --ctx 64 --out " + d + "/store2");
+  EXPECT_EQ(ok.code, 0) << ok.out;
+}

@@ -13,9 +13,6 @@
 
 namespace interp {
 
-namespace {
-// What is at `path` must be nothing or a regular file: renaming over a device node, a FIFO, a
-// folder or a symbolic link would replace it (as root, /dev/null would become a file).
 void check_replaceable(const std::string& path) {
   struct stat st;
   if (::lstat(path.c_str(), &st) != 0) return;  // nothing there (or unreachable: open() will say)
@@ -30,7 +27,6 @@ void check_replaceable(const std::string& path) {
                           "choose another path",
                           path, what));
 }
-}  // namespace
 
 AtomicFile::AtomicFile(std::string path) : path_(std::move(path)) {
   check_replaceable(path_);

@@ -12,6 +12,11 @@
 
 namespace interp {
 
+// What is at `path` must be nothing or a regular file: renaming over a device node, a FIFO, a
+// folder or a symbolic link would replace it (as root, /dev/null would become a file). Throws
+// interp::Error saying which it is.
+void check_replaceable(const std::string& path);
+
 class AtomicFile {
  public:
   explicit AtomicFile(std::string path);  // opens PATH.tmp.PID; throws interp::Error (also: PATH not a regular file)

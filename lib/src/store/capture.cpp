@@ -201,14 +201,46 @@ class Writer {
 
 }  // namespace
 
+namespace {
+CaptureResult capture_into(const HookedModel& model, const PackedContexts& data, const std::string& dir,
+                           const CaptureOptions& o);
+}  // namespace
+
+// A folder this call created is removed again if the capture fails before its first shard is
+// committed: a failed first attempt leaves nothing that blocks a plain rerun. Once a shard is in,
+// the folder stays for --resume.
 CaptureResult capture(const HookedModel& model, const PackedContexts& data, const std::string& dir,
                       const CaptureOptions& o) {
+  std::error_code ec;
+  const bool existed = fs::exists(dir, ec);
+  try {
+    return capture_into(model, data, dir, o);
+  } catch (...) {
+    if (!existed && fs::is_directory(dir, ec)) {
+      bool has_shard = false;
+      for (const auto& e : fs::directory_iterator(dir, ec))
+        if (e.path().filename().string().rfind("shard-", 0) == 0 &&
+            e.path().filename().string().find(".tmp.") == std::string::npos)
+          has_shard = true;
+      if (!has_shard) fs::remove_all(dir, ec);
+    }
+    throw;
+  }
+}
+
+namespace {
+
+CaptureResult capture_into(const HookedModel& model, const PackedContexts& data, const std::string& dir,
+                           const CaptureOptions& o) {
   const auto start = std::chrono::steady_clock::now();
   const int64_t ctx = data.ctx();
   const at::ScalarType dtype = parse_dtype(o.dtype);
   if (o.hooks.empty()) throw Error("capture: no hook points given; `interp hooks MODEL` lists them");
   if (o.batch < 1) throw Error(fmt::format("capture: batch {} must be at least 1", o.batch));
   if (o.n_tokens < 1) throw Error(fmt::format("capture: token count {} must be at least 1", o.n_tokens));
+  if (model.info().n_ctx > 0 && ctx > model.info().n_ctx)
+    throw Error(fmt::format("capture: contexts of {} tokens, but {} has a context of {}; lower --ctx", ctx, model.path(),
+                            model.info().n_ctx));
 
   // Hooks: under the names asked for (a module path stays a module path; a point asked for twice
   // under two names is stored once, under the first), per-context shapes ([batch, pos, ...] -> [ctx, ...]).
@@ -371,5 +403,7 @@ CaptureResult capture(const HookedModel& model, const PackedContexts& data, cons
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return result;
 }
+
+}  // namespace
 
 }  // namespace interp
