@@ -21,3 +21,4 @@ done
   "$models/bench_llama_script.pt:32:128" "$models/bench_llama_trace.pt:32:128"
 "$build/bench/bench_patch" --rounds 5 "$models/bench_script.pt"
 "$build/bench/bench_circuits" --rounds 5 tests/fixtures/induction_script.pt tests/fixtures/induction.pairs.json
+"$build/bench/bench_sae_paths" --rounds 5

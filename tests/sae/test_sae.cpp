@@ -210,6 +210,55 @@ TEST_P(SparseTopK, BackwardEqualsTheDenseOne) {
   }
 }
 
+// BatchTopK's training forward decodes only the k * batch kept entries (rows padded to the busiest
+// row): the same latents, loss and gradients as the dense activation, AuxK included.
+TEST(SparseBatchTopK, EqualsTheDenseActivation) {
+  interp::SAEConfig c;
+  c.architecture = "batchtopk";
+  c.d_in = 64, c.d_sae = 1024, c.k = 16, c.aux_k = 32, c.seed = 3;
+  interp::SAE sae(c);
+  {
+    at::NoGradGuard g;
+    sae.b_enc().detach().normal_(0, 0.1);
+    sae.b_dec().detach().normal_(0, 0.1);
+  }
+  at::manual_seed(4);
+  at::Tensor x = at::randn({300, 64});
+  at::Tensor dead = at::rand({1024}) < 0.3;
+  auto sparse = sae.forward(x, 1.0, dead);
+  ASSERT_FALSE(sparse.h.defined()) << "the sparse path was not taken";
+  auto gs = torch::autograd::grad({sparse.loss}, sae.parameters());
+  // independent: the dense rule written out here (top k * batch of ReLU(pre) over the whole batch)
+  at::Tensor pre = sae.encode_pre(x);
+  auto [vals, idx] = at::relu(pre).flatten().topk(16 * 300);
+  at::Tensor h = at::zeros_like(pre).flatten().scatter(0, idx, vals).view_as(pre);
+  at::Tensor x_hat = at::matmul(h, sae.W_dec()) + sae.b_dec();
+  EXPECT_TRUE(interp::test::close(sparse.dense_h(), h.detach(), 1e-6, "latents"));
+  const at::Tensor want_mse = (x_hat - x).pow(2).sum(-1).mean();
+  EXPECT_TRUE(interp::test::close(sparse.mse, want_mse, 1e-6 * want_mse.item<double>(), "mse (relative 1e-6)"));
+  EXPECT_NEAR(sparse.l0.item<double>(), (h > 0).sum(-1).to(at::kFloat).mean().item<double>(), 1e-6);
+  at::Tensor xg = x.clone().requires_grad_(true);  // x with a gradient: the dense autograd path
+  auto dense = sae.forward(xg, 1.0, dead);
+  auto gd = torch::autograd::grad({dense.loss}, sae.parameters());
+  EXPECT_GT(sparse.aux.item<double>(), 0);
+  EXPECT_TRUE(interp::test::close(sparse.loss, dense.loss, 1e-6, "loss"));
+  const char* names[] = {"W_enc", "W_dec", "b_enc", "b_dec"};
+  for (size_t i = 0; i < gs.size(); ++i) {
+    auto r = interp::test::close(gs[i], gd[i], 1e-5, std::string("batchtopk sparse vs dense grad ") + names[i]);
+    EXPECT_TRUE(r);
+    std::printf("  %s\n", r.message());
+  }
+  // one row far louder than the rest takes more than its 4k candidates: the whole-batch selection
+  at::Tensor loud = x.clone();
+  loud[0].mul_(50);
+  auto lo = sae.forward(loud);
+  at::Tensor lpre = sae.encode_pre(loud);
+  auto [lv, li] = at::relu(lpre).flatten().topk(16 * 300);
+  at::Tensor lh = at::zeros_like(lpre).flatten().scatter(0, li, lv).view_as(lpre);
+  EXPECT_GT((lh[0] > 0).sum().item<int64_t>(), 64) << "the loud row should exceed 4k = 64 candidates";
+  EXPECT_TRUE(interp::test::close(lo.dense_h(), lh.detach(), 1e-5, "latents with one loud row"));
+}
+
 // The heap selection TopK uses against at::topk: the same values in the same order, and indices
 // that hold those values (rows with repeated values included).
 TEST(SAE, RowTopKEqualsAtTopK) {
@@ -253,7 +302,7 @@ TEST(SAE, ArchitectureInvariants) {
   c.architecture = "batchtopk";
   interp::SAE btk(c);
   auto out = btk.forward(x);
-  EXPECT_LE((out.h > 0).sum().item<int64_t>(), 30);  // k * batch over the whole batch
+  EXPECT_LE((out.dense_h() > 0).sum().item<int64_t>(), 30);  // k * batch over the whole batch
   c.architecture = "jumprelu";
   c.threshold_init = 0.3;
   c.bandwidth = 0.1;

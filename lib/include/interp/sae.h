@@ -167,7 +167,8 @@ struct SAEArchitecture {
   std::function<at::Tensor(const SAE&, const at::Tensor& pre, const at::Tensor& h)> sparsity;
   bool uses_aux_k = false;
   // Optional: the active latents as (indices [B, k], their pre-activations [B, k]) when every row
-  // has a fixed number; their values are then ReLU(pre-activation). The pre-activations are
+  // has a fixed number, or rows padded to the largest count (pads: index 0, value -inf; batchtopk);
+  // their values are then ReLU(pre-activation). The pre-activations are
   // xw + bias, bias [d_sae] added to every row; bias is undefined when xw already holds it. The
   // training forward decodes only those rows of W_dec and, on the CPU, computes xw without gradient
   // and without the bias (the selection adds it as it reads: no extra pass over [B, d_sae]); the

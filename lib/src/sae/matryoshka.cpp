@@ -13,6 +13,7 @@ namespace interp::sae_detail {
 SAEArchitecture matryoshka() {
   SAEArchitecture a = batchtopk();
   a.name = "matryoshka";
+  a.active = nullptr;  // its prefix losses read the dense h
   a.extra_loss = [](const SAE& sae, const at::Tensor& x, const at::Tensor&, const at::Tensor& h) {
     const std::vector<int64_t> prefixes = sae.config().prefixes();
     at::Tensor y = sae.b_dec().unsqueeze(0).expand_as(x);

@@ -199,7 +199,8 @@ at::Tensor pre_activations(const at::Tensor& x, const at::Tensor& W_enc, const a
 
 at::Tensor SAEOutput::dense_h() const {
   if (h.defined()) return h;
-  return at::zeros({active_idx.size(0), d_sae}, active_vals.options()).scatter(-1, active_idx, active_vals.detach());
+  // scatter_add: padded rows (batchtopk) repeat index 0 with value 0
+  return at::zeros({active_idx.size(0), d_sae}, active_vals.options()).scatter_add(-1, active_idx, active_vals.detach());
 }
 
 at::Tensor SAEOutput::fired() const {

@@ -333,7 +333,7 @@ TrainResult train_sae(SAE& sae, ActivationSource& source, const TrainOptions& o)
       at::Tensor fired = out.fired().cpu();
       since_fired.add_(o.batch).masked_fill_(fired, 0);
       if (arch.batch_threshold) {  // inference threshold: running mean of the smallest kept value
-        at::Tensor hv = out.h.detach();
+        at::Tensor hv = out.h.defined() ? out.h.detach() : out.active_vals.detach();
         at::Tensor pos = hv.masked_select(hv > 0);
         if (pos.numel()) {
           double m = pos.min().item<double>();
