@@ -1,5 +1,6 @@
 // interp: command-line front end. One file per subcommand (cmd_*.cpp); this file only dispatches
 // and turns errors into `error: ...` with a non-zero exit code.
+#include <c10/util/Exception.h>
 #include <fmt/format.h>
 
 #include <csignal>
@@ -43,6 +44,11 @@ int main(int argc, char** argv) {
     return 2;
   } catch (const interp::Error& e) {
     std::cerr << "error: " << e.what() << "\n";
+    return 1;
+  } catch (const c10::Error& e) {
+    // A LibTorch error no check of ours caught first: its message without the C++ backtrace.
+    std::cerr << "error: " << e.what_without_backtrace()
+              << "\n(an error from LibTorch that interp did not check for first; please report the command)\n";
     return 1;
   } catch (const std::exception& e) {
     std::cerr << "error: unexpected failure: " << e.what() << "\n";

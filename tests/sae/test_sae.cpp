@@ -7,6 +7,8 @@
 #include <limits>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <random>
 
@@ -803,6 +805,57 @@ TEST(Formats, PerTokenNormalisationNeedsTheTokensStatistics) {
     ADD_FAILURE() << "no error";
   } catch (const interp::Error& e) {
     EXPECT_NE(std::string(e.what()).find("'rms_norm' is not one SAELens writes"), std::string::npos) << e.what();
+  }
+}
+
+// Files whose meaning is ambiguous are refused with the field named, not read with a guess.
+TEST(Formats, AmbiguousConfigsAndDamagedWeightsAreRefused) {
+  const std::string src = formats("saelens_norm/layer_norm");  // a TopK SAE with k in both places
+  const auto base = nlohmann::json::parse(std::ifstream(src + "/cfg.json"));
+  struct Case {
+    std::string name;
+    std::function<void(nlohmann::json&)> edit;
+    std::string message;
+  };
+  const std::vector<Case> cases = {
+      {"no-k", [](nlohmann::json& c) { c.erase("k"), c["activation_fn_kwargs"].erase("k"); },
+       "a topk SAE needs k (active latents per row)"},
+      {"tanh-relu", [](nlohmann::json& c) { c["architecture"] = "standard", c["activation_fn_str"] = "tanh-relu"; },
+       "activation function 'tanh-relu' is not one interp reads"},
+      {"d-in-16.5", [](nlohmann::json& c) { c["d_in"] = 16.5; }, "'d_in' must be an integer (got 16.5)"},
+      {"d-in-text", [](nlohmann::json& c) { c["d_in"] = "16"; }, "'d_in' must be an integer (got \"16\")"},
+      {"k-2.5", [](nlohmann::json& c) { c["k"] = 2.5; }, "'k' must be an integer (got 2.5)"},
+      {"norm", [](nlohmann::json& c) { c["normalize_activations"] = "rms"; }, "'rms' is not one SAELens writes"},
+  };
+  for (const Case& c : cases) {
+    const std::string dir = ::testing::TempDir() + "/sae-ambiguous-" + c.name;
+    std::filesystem::remove_all(dir);
+    std::filesystem::create_directories(dir);
+    std::filesystem::copy_file(src + "/sae_weights.safetensors", dir + "/sae_weights.safetensors");
+    nlohmann::json cfg = base;
+    c.edit(cfg);
+    std::ofstream(dir + "/cfg.json") << cfg.dump();
+    try {
+      interp::SAE::load(dir);
+      ADD_FAILURE() << c.name << ": no error";
+    } catch (const interp::Error& e) {
+      EXPECT_NE(std::string(e.what()).find(c.message), std::string::npos) << c.name << ": " << e.what();
+    }
+  }
+  // NaN or infinite weights
+  const std::string dir = ::testing::TempDir() + "/sae-nan-weights";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  std::filesystem::copy_file(src + "/cfg.json", dir + "/cfg.json");
+  auto w = interp::safetensors_load(src + "/sae_weights.safetensors");
+  std::map<std::string, at::Tensor> t(w.tensors.begin(), w.tensors.end());
+  t.at("W_dec")[3][1] = std::numeric_limits<float>::infinity();
+  interp::safetensors_save(dir + "/sae_weights.safetensors", t, w.metadata);
+  try {
+    interp::SAE::load(dir);
+    ADD_FAILURE() << "no error";
+  } catch (const interp::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("'W_dec' holds 1 NaN or infinite values"), std::string::npos) << e.what();
   }
 }
 

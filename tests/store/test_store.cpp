@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
@@ -12,8 +13,10 @@
 #include "interp/data.h"
 #include "interp/error.h"
 #include "interp/hooks.h"
+#include "interp/safetensors.h"
 #include "interp/store.h"
 #include "interp/tokenizer.h"
+#include "interp/util.h"
 #include "test_util.h"
 
 namespace fs = std::filesystem;
@@ -297,6 +300,23 @@ TEST_F(Store, CorruptionIsReportedByName) {
   std::ofstream(d + "/manifest.json") << m.dump();
   msg = error_of([&] { interp::ActivationStore::open(d).read_shard(0); });
   EXPECT_NE(msg.find("tensor 'blocks.0.hook_resid_post' has shape"), std::string::npos) << msg;
+  // a shard of another dtype whose size and checksum the manifest agrees with: refused by dtype (the
+  // loader copies rows as bytes of the manifest's dtype, so it would read wrong numbers)
+  {
+    m = nlohmann::json::parse(manifest);
+    auto sf = interp::safetensors_load(d + "/shard-000000.safetensors");
+    std::map<std::string, at::Tensor> t(sf.tensors.begin(), sf.tensors.end());
+    t.at("blocks.0.hook_resid_post") = t.at("blocks.0.hook_resid_post").to(at::kHalf);
+    const std::string other = d + "/shard-000000.safetensors";
+    interp::safetensors_save(other, t, sf.metadata);
+    const std::string bytes = slurp(other);
+    m["shards"][0]["bytes"] = bytes.size();
+    m["shards"][0]["xxh64"] = interp::hex64(interp::xxh64(bytes.data(), bytes.size()));
+    std::ofstream(d + "/manifest.json") << m.dump();
+    msg = error_of([&] { interp::ActivationStore::open(d).read_shard(0); });
+    EXPECT_NE(msg.find("tensor 'blocks.0.hook_resid_post' is Half but the manifest says Float"), std::string::npos)
+        << msg;
+  }
   std::ofstream(d + "/manifest.json") << "{not json";
   msg = error_of([&] { interp::ActivationStore::open(d); });
   EXPECT_NE(msg.find("manifest is not valid JSON"), std::string::npos) << msg;

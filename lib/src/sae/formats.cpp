@@ -60,7 +60,11 @@ at::Tensor take(const SafetensorsFile& f, const std::string& file, const std::st
   if (it->second.sizes().vec() != shape)
     throw Error(fmt::format("{}: '{}' has shape [{}] but {} implies [{}]", file, name, fmt::join(it->second.sizes(), ", "),
                             implied_by, fmt::join(shape, ", ")));
-  return it->second.to(at::kFloat).contiguous();
+  at::Tensor t = it->second.to(at::kFloat).contiguous();
+  if (!at::isfinite(t).all().item<bool>())
+    throw Error(fmt::format("{}: '{}' holds {} NaN or infinite values; the SAE's weights are damaged (re-export them)",
+                            file, name, (~at::isfinite(t)).sum().item<int64_t>()));
+  return t;
 }
 
 std::string dtype_of(const SafetensorsFile& f, const std::string& name) {
@@ -326,7 +330,10 @@ void SAE::load_weights(const at::Tensor& W_enc, const at::Tensor& b_enc, const a
   auto fit = [&](const at::Tensor& t, std::vector<int64_t> shape, const char* name) {
     if (!t.defined() || t.sizes().vec() != shape)
       throw Error(fmt::format("SAE weights: '{}' must be [{}] for this config", name, fmt::join(shape, ", ")));
-    return t.detach().to(at::kFloat).contiguous().clone().set_requires_grad(true);
+    at::Tensor v = t.detach().to(at::kFloat).contiguous().clone();
+    if (!at::isfinite(v).all().item<bool>())
+      throw Error(fmt::format("SAE weights: '{}' holds NaN or infinite values; the weights are damaged", name));
+    return v.set_requires_grad(true);
   };
   W_enc_ = fit(W_enc, {cfg_.d_in, cfg_.d_sae}, "W_enc");
   b_enc_ = fit(b_enc, {cfg_.d_sae}, "b_enc");

@@ -111,14 +111,38 @@ SAEConfig SAEConfig::from_json(const std::string& text, const std::string& where
     throw Error(fmt::format("{}: not valid JSON ({})", where, e.what()));
   }
   SAEConfig c;
+  // A size must be an integer: 16.5 would otherwise be read as 16.
+  auto integer = [&](const json& v, const char* field) {
+    if (!v.is_number_integer() && !(v.is_number_float() && v.get<double>() == std::floor(v.get<double>())))
+      throw Error(fmt::format("{}: '{}' must be an integer (got {})", where, field, v.dump()));
+    return v.get<int64_t>();
+  };
   try {
+    if (!j.is_object()) throw Error(fmt::format("{}: not a JSON object of SAE settings", where));
     c.architecture = j.value("architecture", "standard");
-    c.d_in = j.at("d_in").get<int64_t>();
-    c.d_sae = j.at("d_sae").get<int64_t>();
-    c.k = j.value("k", c.k);
-    if (!j.contains("k") && j.contains("activation_fn_kwargs") && j["activation_fn_kwargs"].contains("k"))
-      c.k = j["activation_fn_kwargs"]["k"].get<int64_t>();  // SAELens keeps TopK's k here
-    if (c.architecture == "standard" && j.value("activation_fn", "relu") == "topk") c.architecture = "topk";
+    c.d_in = integer(j.at("d_in"), "d_in");
+    c.d_sae = integer(j.at("d_sae"), "d_sae");
+    // SAELens's activation function: relu (standard and the others), topk; anything else (tanh-relu,
+    // ...) computes other latents than interp would, so it is refused rather than read as relu.
+    const std::string act = j.contains("activation_fn_str") && j["activation_fn_str"].is_string()
+                                ? j["activation_fn_str"].get<std::string>()
+                                : j.value("activation_fn", std::string("relu"));
+    if (act != "relu" && act != "topk")
+      throw Error(fmt::format("{}: activation function '{}' is not one interp reads (relu, topk)", where, act));
+    if (c.architecture == "standard" && act == "topk") c.architecture = "topk";
+    bool has_k = false;
+    if (j.contains("k") && !j["k"].is_null()) {
+      c.k = integer(j["k"], "k");
+      has_k = true;
+    } else if (j.contains("activation_fn_kwargs") && j["activation_fn_kwargs"].is_object() &&
+               j["activation_fn_kwargs"].contains("k")) {
+      c.k = integer(j["activation_fn_kwargs"]["k"], "activation_fn_kwargs.k");  // SAELens keeps TopK's k here
+      has_k = true;
+    }
+    if (sae_architecture(c.architecture).uses_k && !has_k)
+      throw Error(fmt::format("{}: a {} SAE needs k (active latents per row), at the top level or in "
+                              "activation_fn_kwargs; none is given",
+                              where, c.architecture));
     c.l1_coefficient = j.value("l1_coefficient", c.l1_coefficient);
     c.bandwidth = j.value("bandwidth", c.bandwidth);
     c.threshold_init = j.value("threshold_init", c.threshold_init);

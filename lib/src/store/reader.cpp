@@ -83,16 +83,22 @@ SafetensorsFile ActivationStore::read_shard(int64_t i, bool verify) const {
       throw Error(fmt::format("{}: shard {} is corrupt (xxh64 {} but the manifest says {})", dir_, sh.file, got, sh.xxh64));
   }
   SafetensorsFile f = safetensors_parse(bytes, path);
-  auto expect = [&](const std::string& name, std::vector<int64_t> shape) {
+  // Shapes and dtypes as the manifest says: the loader copies rows as raw bytes of the manifest's
+  // dtype, so another dtype would be read as wrong numbers, not an error.
+  const at::ScalarType stored = dtype_ == "f16" ? at::kHalf : dtype_ == "bf16" ? at::kBFloat16 : at::kFloat;
+  auto expect = [&](const std::string& name, std::vector<int64_t> shape, at::ScalarType dtype) {
     auto it = f.tensors.find(name);
     if (it == f.tensors.end()) throw Error(fmt::format("{}: shard lacks tensor '{}' that the manifest lists", path, name));
     shape.insert(shape.begin(), sh.contexts);
     if (it->second.sizes().vec() != shape)
       throw Error(fmt::format("{}: tensor '{}' has shape {} but the manifest implies [{}]", path, name,
                               fmt::format("{}", it->second.sizes()), fmt::join(shape, ", ")));
+    if (it->second.scalar_type() != dtype)
+      throw Error(fmt::format("{}: tensor '{}' is {} but the manifest says {}; the shard does not belong to this store",
+                              path, name, c10::toString(it->second.scalar_type()), c10::toString(dtype)));
   };
-  expect("tokens", {ctx_});
-  for (const auto& h : hooks_) expect(h.name, h.shape);
+  expect("tokens", {ctx_}, at::kInt);
+  for (const auto& h : hooks_) expect(h.name, h.shape, stored);
   return f;
 }
 
