@@ -188,3 +188,40 @@ TEST(Inputs, EveryWriterReportsAFullDiskAndLeavesNothing) {
                            "--hooks blocks.0.hook_resid_post --tokens 512 --ctx 64 --out " + d + "/store2");
   EXPECT_EQ(ok.code, 0) << ok.out;
 }
+
+// Models and tokens people get wrong: each named, with what to do.
+TEST(Inputs, BadModelsAndTokensAreNamed) {
+  const std::string d = case_dir("models");
+  const std::string m = fixture("tiny_script.pt"), bad = fixture("bad_models");
+  { std::ofstream(d + "/empty.pt"); }
+  {
+    std::ifstream in(m, std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::ofstream(d + "/truncated.pt", std::ios::binary) << bytes.substr(0, bytes.size() / 2);
+    std::string noise(4096, '\0');
+    for (size_t i = 0; i < noise.size(); ++i) noise[i] = static_cast<char>((i * 2654435761u) >> 13);
+    std::ofstream(d + "/random.pt", std::ios::binary) << noise;
+  }
+  fs::create_directories(d + "/folder.pt");
+  const std::string tiny_tokens = " --tokens 1,2,3";
+  const std::vector<Case> cases = {
+      {"run /nonexistent.pt" + tiny_tokens, 1, "/nonexistent.pt: no such model file", {}},
+      {"run {d}/empty.pt" + tiny_tokens, 1, "{d}/empty.pt: not a TorchScript file", {}},
+      {"run {d}/truncated.pt" + tiny_tokens, 1, "{d}/truncated.pt: not a TorchScript file", {}},
+      {"run {d}/random.pt" + tiny_tokens, 1, "{d}/random.pt: not a TorchScript file", {}},
+      {"run {d}/folder.pt" + tiny_tokens, 1, "{d}/folder.pt: is a folder, not a model file", {}},
+      {"run " + bad + "/not_lm.pt" + tiny_tokens, 1, "not logits [batch, pos, vocab]; is this a language model?", {}},
+      {"run " + bad + "/float_input.pt" + tiny_tokens, 1, "interp calls forward with int64 token ids", {}},
+      {"run " + bad + "/dict_no_logits.pt" + tiny_tokens, 1, "returns a dict without a tensor under 'logits'", {}},
+      {"run " + bad + "/returns_str.pt" + tiny_tokens, 1, "forward returned String, not logits", {}},
+      {"hooks " + bad + "/not_lm.pt", 1, "is this a language model?", {}},
+      {"run " + m + " --tokens 1,2,-3", 1, "token id -3 is outside the vocabulary of 50", {}},
+      {"run " + m + " --tokens 1,2,50", 1, "token id 50 is outside the vocabulary of 50", {}},
+      {"run " + m + " --tokens 1,x", 1, "'x' is not an integer token id", {}},
+      {"run " + m + " --tokens '1,2;3'", 1, "sequence 2 has 1 tokens but sequence 1 has 2", {}},
+      {"run " + m + " --tokens ''", 1, "give exactly one of --tokens IDS or --prompt TEXT", {}},
+      {"run " + m + " --tokens 1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1", 1, "17 tokens per sequence, but", {}},
+      {"run " + m + " --tokens 99999999999999999999", 1, "--tokens", {}},
+  };
+  run_cases("models and tokens", cases, d);
+}

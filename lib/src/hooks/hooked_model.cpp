@@ -305,7 +305,10 @@ at::Tensor HookedModel::Impl::run(const at::Tensor& tokens_in, RunState* rs, con
       const char* full = std::getenv("INTERP_FULL_ERRORS");
       std::string m = full && *full ? what : error_summary(what, 400);
       std::string hint;
-      if (info.n_ctx == 0 && tokens.size(1) > 1)
+      if (what.find("dtype") != std::string::npos || what.find("Expected tensor for argument") != std::string::npos ||
+          what.find("scalar type") != std::string::npos)
+        hint = " (interp calls forward with int64 token ids [batch, pos]; this model seems to take another input)";
+      else if (info.n_ctx == 0 && tokens.size(1) > 1)
         hint = fmt::format(" (interp does not know this model's context length: if it is shorter than {} tokens, "
                            "give fewer)", tokens.size(1));
       return fmt::format("{}: forward failed on tokens {}: {}{}", path, shape_of(tokens.sizes()), m, hint);
@@ -406,7 +409,11 @@ void check_every_position_has_logits(HookedModel::Impl& m) {
   const int64_t T = m.info.n_ctx ? std::min<int64_t>(3, m.info.n_ctx) : 3;
   auto positions = [&] {
     at::Tensor logits = m.run(at::zeros({1, T}, at::kLong), nullptr, {});
-    return logits.dim() == 3 ? logits.size(1) : -1;
+    if (logits.dim() != 3 || !at::isFloatingType(logits.scalar_type()))  // not logits at all
+      throw Error(fmt::format("{}: forward(tokens [1, {}]) returns a {} tensor of shape {}, not logits [batch, pos, "
+                              "vocab]; is this a language model?",
+                              m.path, T, c10::toString(logits.scalar_type()), shape_of(logits.sizes())));
+    return logits.size(1);
   };
   if (T < 2 || positions() == T) return;
   const auto& schema = m.module.get_method("forward").function().getSchema();
@@ -658,6 +665,8 @@ HookedModel HookedModel::load(const std::string& path, const LoadOptions& option
     throw Error(fmt::format("device '{}' asked for, but this LibTorch build sees no CUDA device; use --device cpu",
                             options.device));
   std::error_code ec;
+  if (std::filesystem::is_directory(path, ec))
+    throw Error(fmt::format("{}: is a folder, not a model file; give the TorchScript .pt file inside it", path));
   if (!std::filesystem::is_regular_file(path, ec))
     throw Error(fmt::format("{}: no such model file; export one with models/export.py", path));
   try {
