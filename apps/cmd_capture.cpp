@@ -78,6 +78,7 @@ void register_capture(CLI::App& app) {
   cmd->add_option("--out", a->out, "store folder (new, or this capture's folder with --resume)")->required();
   cmd->add_flag("--resume", a->resume, "continue an interrupted capture in --out");
   cmd->callback([a] {
+    allow_graceful_stop();  // Ctrl-C / SIGTERM: stop at the next shard or step, resumable
     HookedModel model = a->model.load();
     TokenizedCorpus tc = a->corpus.load();
     if (tc.vocab_size > model.info().d_vocab)

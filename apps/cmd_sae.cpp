@@ -83,6 +83,7 @@ void register_sae(CLI::App& app) {
       ->check(CLI::IsMember({"saelens", "sparsify"}))
       ->capture_default_str();
   cmd->callback([a] {
+    allow_graceful_stop();  // Ctrl-C / SIGTERM: stop at the next shard or step, resumable
     if (a->format == "sparsify" && a->arch != "topk")  // before training, not after
       throw Error(fmt::format("--format sparsify holds TopK SAEs; --arch is {} (use --format saelens)", a->arch));
     if (!a->synthetic && a->activations.empty() && a->model.empty())
@@ -159,6 +160,16 @@ void register_sae(CLI::App& app) {
     SAE sae(cfg);
     OutputDir out(a->out);
     out.create();
+    // Temporaries of a run that was killed mid-write (NAME.tmp.PID): never read, removed here.
+    for (const auto& e : std::filesystem::directory_iterator(a->out)) {
+      const std::string name = e.path().filename().string();
+      for (const char* ours : {"cfg.json.tmp.", "sae_weights.safetensors.tmp.", "sae.safetensors.tmp.",
+                               "checkpoint.safetensors.tmp."})
+        if (name.rfind(ours, 0) == 0) {
+          std::error_code ec;
+          std::filesystem::remove(e.path(), ec);
+        }
+    }
     const bool tty = isatty(2);
     o.progress = [tty](const TrainProgress& p) {
       std::string line = fmt::format("step {}/{}  mse {:.4f}  sparsity {:.4f}  aux {:.4f}{}  L0 {:.1f}  dead {:.1f}%  "

@@ -5,9 +5,13 @@
 
 #include "interp/error.h"
 #include "interp/tokenizer.h"
+#include "interp/util.h"
 #include "io/atomic_file.h"
 
 #include <optional>
+#include <atomic>
+#include <csignal>
+#include <unistd.h>
 
 namespace interp::app {
 
@@ -167,6 +171,30 @@ std::string human_bytes(double b) {
   }
   return u == 0 ? fmt::format("{:.0f} {}", b, units[u]) : fmt::format("{:.1f} {}", b, units[u]);
 }
+
+namespace {
+std::atomic<bool> g_graceful{false};
+
+extern "C" void on_stop_signal(int sig) {
+  if (g_graceful.load() && !stop_requested()) {
+    request_stop();
+    static const char msg[] =
+        "\ninterp: stopping at the next safe point, keeping the work done so far (again to quit at once)\n";
+    ssize_t ignored = ::write(2, msg, sizeof msg - 1);
+    (void)ignored;
+    return;
+  }
+  std::signal(sig, SIG_DFL);
+  std::raise(sig);
+}
+}  // namespace
+
+void install_stop_handlers() {
+  std::signal(SIGINT, on_stop_signal);
+  std::signal(SIGTERM, on_stop_signal);
+}
+
+void allow_graceful_stop() { g_graceful.store(true); }
 
 namespace {
 CLI::Validator number_check(bool zero_ok) {

@@ -72,6 +72,13 @@ std::vector<std::string> split_list(const std::string& text, char sep = ',');
 
 std::string human_bytes(double bytes);
 
+// SIGINT / SIGTERM: by default they end the process at once, as always. A command that saves its
+// state at safe points (capture, train-sae) calls allow_graceful_stop(): the first signal then asks
+// the job to stop at its next safe point (interp::request_stop; the job's error says how to
+// resume) and a second ends the process at once.
+void install_stop_handlers();
+void allow_graceful_stop();
+
 // Before any work: an output file's folder must exist and the path must be nothing or a regular
 // file (the atomic writer replaces only those), so a long run does not fail at its last step.
 void check_output_file(const std::string& path, const std::string& option = "--out");

@@ -13,6 +13,7 @@ int main(int argc, char** argv) {
   // A file-size limit (ulimit -f) then fails the write with EFBIG, reported by file name, instead of
   // killing the process and leaving a temporary file behind.
   std::signal(SIGXFSZ, SIG_IGN);
+  interp::app::install_stop_handlers();
   CLI::App app{"interp: mechanistic interpretability for TorchScript transformers"};
   app.require_subcommand(1);
   app.option_defaults()->always_capture_default();

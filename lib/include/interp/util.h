@@ -49,6 +49,14 @@ class Progress {
   int64_t shown_tenth_ = -1;
 };
 
+// A stop asked for from outside the job (the CLI's SIGINT/SIGTERM handler, or a host program's
+// thread): capture and SAE training check it at their safe points (a shard committed, a step done)
+// and stop there with their state saved, throwing an interp::Error that says how to resume.
+// request_stop() is async-signal-safe.
+void request_stop();
+bool stop_requested();
+void clear_stop_request();
+
 uint64_t xxh64_file(const std::string& path);  // throws interp::Error
 std::string hex64(uint64_t v);                 // 16 lowercase hex digits
 

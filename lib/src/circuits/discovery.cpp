@@ -39,7 +39,8 @@ at::Tensor node_attribution(const HookedModel& model, const CircuitGraph& graph,
   }
   std::vector<std::string> wanted = hooks;
   wanted.push_back(point_name(PointKind::ResidPre, 0));
-  auto [cl_logits, cl] = model.run_with_cache(clean, names_filter(wanted));
+  auto clean_run = model.run_with_cache(clean, names_filter(wanted));
+  ActivationCache& cl = clean_run.second;  // a plain reference: lambdas below capture it (C++17 cannot capture bindings)
   auto [co_logits, co_run] = model.run_with_cache(corrupted, names_filter(wanted));
   *forwards += 2;
   ActivationCache co;  // the values the ablation replaces with

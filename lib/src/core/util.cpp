@@ -1,5 +1,6 @@
 #include "interp/util.h"
 
+#include <atomic>
 #include <cstring>
 #include <sstream>
 
@@ -142,6 +143,15 @@ std::vector<int64_t> Rng::permutation(int64_t n) {
   shuffle(p);
   return p;
 }
+
+namespace {
+std::atomic<bool> g_stop{false};
+static_assert(std::atomic<bool>::is_always_lock_free, "request_stop must be async-signal-safe");
+}  // namespace
+
+void request_stop() { g_stop.store(true); }
+bool stop_requested() { return g_stop.load(); }
+void clear_stop_request() { g_stop.store(false); }
 
 void write_text_file(const std::string& path, const std::string& text) {
   AtomicFile f(path);

@@ -77,6 +77,8 @@ SafetensorsFile safetensors_parse(const std::string& bytes, const std::string& w
   for (int i = 0; i < 8; ++i) n |= static_cast<uint64_t>(static_cast<unsigned char>(bytes[i])) << (8 * i);
   if (n > bytes.size() - 8)
     throw bad(fmt::format("header length {} runs past the end of the file ({} bytes); truncated?", n, bytes.size()));
+  if (n > (uint64_t{100} << 20))  // the format's own limit: a header is JSON of names and offsets
+    throw bad(fmt::format("header length {} is over the format's limit of 100 MB", n));
   nlohmann::json header;
   try {
     header = nlohmann::json::parse(bytes.begin() + 8, bytes.begin() + 8 + static_cast<std::ptrdiff_t>(n));

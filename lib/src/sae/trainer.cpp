@@ -8,6 +8,7 @@
 #include <filesystem>
 
 #include "interp/error.h"
+#include "interp/util.h"
 #include "interp/safetensors.h"
 #include "interp/sae_train.h"
 #include "sae/buffered_source.h"
@@ -346,6 +347,16 @@ TrainResult train_sae(SAE& sae, ActivationSource& source, const TrainOptions& o)
       result.resampled += resample(sae, adam, since_fired, o.dead_window, source.next(o.batch), step, cfg.seed);
     if (o.checkpoint_every > 0 && !o.checkpoint_path.empty() && (step + 1) % o.checkpoint_every == 0)
       save_checkpoint(o.checkpoint_path, sae, adam, since_fired, step + 1);
+    if (stop_requested() && step + 1 < o.steps) {  // a safe point: the step is whole
+      if (o.checkpoint_path.empty())
+        throw Error(fmt::format("SAE training stopped at step {} of {} (asked to stop); no checkpoint path was given, "
+                                "so there is nothing to resume from",
+                                step + 1, o.steps));
+      save_checkpoint(o.checkpoint_path, sae, adam, since_fired, step + 1);
+      throw Error(fmt::format("SAE training stopped at step {} of {} (asked to stop); {} holds that state: run the same "
+                              "command again with --resume to continue",
+                              step + 1, o.steps, o.checkpoint_path));
+    }
     acc_mse += out.mse.item<double>();
     acc_sp += out.sparsity.item<double>();
     acc_aux += out.aux.item<double>();

@@ -391,6 +391,14 @@ CaptureResult capture_into(const HookedModel& model, const PackedContexts& data,
     }
     done_contexts += job.contexts;
     writer.push(std::move(job));
+    if (stop_requested() && done_contexts < total_contexts) {  // a safe point: the shard is handed to the writer
+      json partial = writer.finish();  // every shard pushed is written and in the manifest
+      partial["complete"] = false;
+      store_detail::write_manifest(dir, partial);
+      throw Error(fmt::format("capture stopped after {} of {} contexts (asked to stop); {} holds the {} shards written: "
+                              "run the same command again with --resume to continue",
+                              done_contexts, total_contexts, dir, partial["shards"].size()));
+    }
   }
   auto t0 = std::chrono::steady_clock::now();
   json final_manifest = writer.finish();
