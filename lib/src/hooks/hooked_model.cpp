@@ -348,7 +348,7 @@ at::Tensor HookedModel::Impl::logits_of(const c10::IValue& out) const {
                               fmt::join(what, ", ")));
     }
     size_t i = 0;
-    bool number = !output.empty() && output.find_first_not_of("0123456789") == std::string::npos;
+    bool number = !output.empty() && output.size() <= 9 && output.find_first_not_of("0123456789") == std::string::npos;
     if (number) i = std::stoul(output);
     if (!number || i >= items.size() || !items[i].isTensor())
       throw Error(fmt::format("{}: --output {} is not a tensor element of forward's output; it returns {}; pass "
@@ -555,7 +555,8 @@ void drop_other_outputs(HookedModel::Impl& m, detail::Rewrite& rw) {
   Node* tc = g->return_node()->input(0)->node();
   if (tc->kind() != c10::prim::TupleConstruct) return;
   int64_t keep = -1;
-  if (!m.output.empty() && m.output.find_first_not_of("0123456789") == std::string::npos) keep = std::stoll(m.output);
+  if (!m.output.empty() && m.output.size() <= 9 && m.output.find_first_not_of("0123456789") == std::string::npos)
+    keep = std::stoll(m.output);
   for (size_t i = 0; keep < 0 && i < tc->inputs().size(); ++i)
     if (tc->input(i)->type()->kind() == c10::TypeKind::TensorType) keep = static_cast<int64_t>(i);
   if (keep < 0 || keep >= static_cast<int64_t>(tc->inputs().size())) return;

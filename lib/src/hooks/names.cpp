@@ -206,7 +206,12 @@ Role NameMap::role_of(const std::string& module_path) const {
     if (std::regex_match(module_path, match, e.regex)) {
       Role r;
       r.kind = e.kind;
-      if (match.size() > 1) r.layer = std::stoi(match[1].str());
+      if (match.size() > 1) {
+        const std::string digits = match[1].str();
+        if (digits.empty() || digits.size() > 6 || digits.find_first_not_of("0123456789") != std::string::npos)
+          throw Error(fmt::format("module '{}': layer '{}' is not a layer number", module_path, digits));
+        r.layer = std::stoi(digits);
+      }
       return r;
     }
   }

@@ -166,10 +166,16 @@ int64_t load_checkpoint(const std::string& path, SAE& sae, Adam& adam, at::Tenso
     take(fmt::format("adam.m.{}", i), adam.m.back());
     take(fmt::format("adam.v.{}", i), adam.v.back());
   }
-  adam.t = std::stoll(meta("adam_t"));
-  sae.set_norm_scale(std::stod(meta("norm_scale")));
-  sae.set_inference_threshold(std::stod(meta("batch_threshold")));
-  return std::stoll(meta("step"));
+  try {
+    adam.t = std::stoll(meta("adam_t"));
+    sae.set_norm_scale(std::stod(meta("norm_scale")));
+    sae.set_inference_threshold(std::stod(meta("batch_threshold")));
+    return std::stoll(meta("step"));
+  } catch (const std::logic_error&) {  // std::invalid_argument, std::out_of_range
+    throw Error(fmt::format("{}: the checkpoint's metadata (adam_t, norm_scale, batch_threshold, step) is not numbers; "
+                            "the file is damaged: delete it to start over",
+                            path));
+  }
 }
 
 bool resample_step(const TrainOptions& o, int64_t step) {

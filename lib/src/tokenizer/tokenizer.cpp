@@ -20,6 +20,21 @@
 #include "interp/error.h"
 #include "interp/util.h"
 
+// AddressSanitizer refuses RTLD_DEEPBIND (it would bypass its interceptors): sanitizer builds load
+// the shim without it, which works for encode/decode/load (see docs/reliability.md).
+#if defined(__SANITIZE_ADDRESS__)
+#define INTERP_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define INTERP_ASAN 1
+#endif
+#endif
+#ifdef INTERP_ASAN
+constexpr int kDeepBind = 0;
+#else
+constexpr int kDeepBind = RTLD_DEEPBIND;
+#endif
+
 namespace interp {
 namespace {
 
@@ -60,7 +75,7 @@ const Shim& shim() {
       }
       // RTLD_DEEPBIND: the shim and libsentencepiece resolve symbols in their own dependencies
       // first, not in LibTorch's protobuf already loaded in this process.
-      void* lib = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+      void* lib = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | kDeepBind);
       if (!lib) {
         tried.push_back(fmt::format("{} ({})", path, dlerror()));
         continue;
