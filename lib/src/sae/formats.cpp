@@ -130,11 +130,74 @@ struct DictionaryLearning {
   std::string weights_dtype;
 };
 
+// torch.save writes a zip archive. LibTorch 1.13's zip reader (miniz) reads freed memory on some
+// damaged archives (found by tests/fuzz/fuzz_ae_pt: a truncated file), so the container is checked
+// here first: the end-of-central-directory record (zip64 included), every central-directory entry,
+// and every entry's local header and data, all inside the file and in order. Throws interp::Error.
+void check_zip(const std::vector<char>& b, const std::string& file) {
+  const uint64_t n = b.size();
+  auto u16 = [&](uint64_t at) -> uint64_t {
+    return static_cast<uint8_t>(b[at]) | (static_cast<uint64_t>(static_cast<uint8_t>(b[at + 1])) << 8);
+  };
+  auto u32 = [&](uint64_t at) -> uint64_t { return u16(at) | (u16(at + 2) << 16); };
+  auto u64 = [&](uint64_t at) -> uint64_t { return u32(at) | (u32(at + 4) << 32); };
+  auto bad = [&](const std::string& why) {
+    return Error(fmt::format("{}: not a state dict saved with torch.save (damaged zip archive: {})", file, why));
+  };
+  if (n < 22) throw bad("too short");
+  uint64_t eocd = n;  // the record is the last thing in the file, after at most 65535 bytes of comment
+  for (uint64_t at = n - 22 + 1; at-- > 0 && n - 22 - at <= 65535;)
+    if (u32(at) == 0x06054b50 && at + 22 + u16(at + 20) == n) {
+      eocd = at;
+      break;
+    }
+  if (eocd == n) throw bad("no end-of-central-directory record (truncated?)");
+  uint64_t entries = u16(eocd + 10), cd_size = u32(eocd + 12), cd_offset = u32(eocd + 16), cd_end_limit = eocd;
+  if (u16(eocd + 4) != 0 || u16(eocd + 6) != 0 || u16(eocd + 8) != entries) throw bad("multi-disk archive");
+  if (eocd >= 20 && u32(eocd - 20) == 0x07064b50) {  // zip64 locator, then the zip64 record it points to
+    const uint64_t rec = u64(eocd - 20 + 8);
+    if (rec > eocd - 20 || eocd - 20 - rec < 56 || u32(rec) != 0x06064b50) throw bad("bad zip64 record");
+    entries = u64(rec + 32), cd_size = u64(rec + 40), cd_offset = u64(rec + 48), cd_end_limit = rec;
+  }
+  if (cd_offset > cd_end_limit || cd_size > cd_end_limit - cd_offset) throw bad("central directory outside the file");
+  uint64_t at = cd_offset, count = 0;
+  const uint64_t cd_end = cd_offset + cd_size;
+  while (at < cd_end) {
+    if (cd_end - at < 46 || u32(at) != 0x02014b50) throw bad("bad central-directory entry");
+    const uint64_t name_len = u16(at + 28), extra_len = u16(at + 30), comment_len = u16(at + 32);
+    if (46 + name_len + extra_len + comment_len > cd_end - at) throw bad("central-directory entry runs past its end");
+    uint64_t csize = u32(at + 20), usize = u32(at + 24), local = u32(at + 42);
+    if (u16(at + 10) != 0 && u16(at + 10) != 8) throw bad("unknown compression method");
+    for (uint64_t e = at + 46 + name_len; e + 4 <= at + 46 + name_len + extra_len;) {  // zip64 sizes and offset
+      const uint64_t id = u16(e), len = u16(e + 2);
+      if (e + 4 + len > at + 46 + name_len + extra_len) throw bad("bad extra field");
+      if (id == 0x0001) {
+        uint64_t f = e + 4;
+        auto take = [&](uint64_t& v) {
+          if (v != 0xFFFFFFFF) return;
+          if (f + 8 > e + 4 + len) throw bad("short zip64 field");
+          v = u64(f);
+          f += 8;
+        };
+        take(usize), take(csize), take(local);
+      }
+      e += 4 + len;
+    }
+    if (local > cd_offset || cd_offset - local < 30 || u32(local) != 0x04034b50) throw bad("bad local header");
+    const uint64_t data = local + 30 + u16(local + 26) + u16(local + 28);
+    if (data > cd_offset || csize > cd_offset - data) throw bad("an entry's data runs past the central directory");
+    at += 46 + name_len + extra_len + comment_len;
+    ++count;
+  }
+  if (count != entries) throw bad(fmt::format("{} entries listed, {} found", entries, count));
+}
+
 DictionaryLearning read_dictionary_learning(const fs::path& dir) {
   const std::string file = (dir / "ae.pt").string();
   std::ifstream in(file, std::ios::binary);
   if (!in) throw Error(fmt::format("{}: cannot read", file));
   std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  check_zip(bytes, file);
   c10::IValue v;
   try {
     v = torch::jit::pickle_load(bytes);

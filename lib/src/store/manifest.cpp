@@ -22,6 +22,15 @@ void write_manifest(const std::string& dir, const json& m) {
   out.commit();
 }
 
+int64_t json_int(const nlohmann::json& v, const std::string& what, int64_t min, int64_t max) {
+  bool ok = v.is_number_integer();
+  if (ok && v.is_number_unsigned()) ok = v.get<uint64_t>() <= static_cast<uint64_t>(max);
+  const int64_t x = ok ? v.get<int64_t>() : 0;
+  if (!ok || x < min || x > max)
+    throw Error(fmt::format("{} must be an integer in [{}, {}] (got {})", what, min, max, v.dump()));
+  return x;
+}
+
 json read_manifest(const std::string& dir) {
   const std::string path = (fs::path(dir) / "manifest.json").string();
   std::ifstream in(path);
@@ -39,17 +48,30 @@ json read_manifest(const std::string& dir) {
       if (!m.contains(k)) throw bad(fmt::format("field '{}' missing", k));
     if (!m["shards"].is_array() || !m["hooks"].is_array() || m["hooks"].empty()) throw bad("shards/hooks malformed");
     int64_t next = 0, i = 0;
-    for (const auto& s : m["shards"]) {
+    const json& cm = m;  // read only: operator[] on a missing key of a const json is undefined
+    json_int(cm.at("ctx"), "ctx", 1);
+    for (const auto& h : cm.at("hooks")) {
+      if (!h.is_object() || !h.contains("name") || !h.at("name").is_string() || !h.contains("shape") ||
+          !h.at("shape").is_array())
+        throw bad("each hook needs a name and a shape");
+      for (const auto& d : h.at("shape")) json_int(d, "a hook's shape entry", 0);
+    }
+    for (const auto& s : cm.at("shards")) {
+      if (!s.is_object()) throw bad(fmt::format("shard {} is not an object", i));
       for (const char* k : {"file", "first_context", "contexts", "bytes", "xxh64"})
         if (!s.contains(k)) throw bad(fmt::format("shard {} lacks '{}'", i, k));
-      if (s["file"] != shard_file(i)) throw bad(fmt::format("shard {} is named {}", i, s["file"].dump()));
-      if (s["first_context"].get<int64_t>() != next)
-        throw bad(fmt::format("shard {} starts at context {}, expected {}", i, s["first_context"].get<int64_t>(), next));
-      if (s["contexts"].get<int64_t>() < 1) throw bad(fmt::format("shard {} holds no contexts", i));
-      next += s["contexts"].get<int64_t>();
+      if (s.at("file") != shard_file(i)) throw bad(fmt::format("shard {} is named {}", i, s.at("file").dump()));
+      const int64_t first = json_int(s.at("first_context"), fmt::format("shard {}'s first_context", i));
+      if (first != next) throw bad(fmt::format("shard {} starts at context {}, expected {}", i, first, next));
+      const int64_t contexts = json_int(s.at("contexts"), fmt::format("shard {}'s contexts", i), 1);
+      json_int(s.at("bytes"), fmt::format("shard {}'s bytes", i), 0);
+      if (!s.at("xxh64").is_string()) throw bad(fmt::format("shard {}'s xxh64 is not a string", i));
+      next += contexts;
       ++i;
     }
   } catch (const json::exception& e) {
+    throw bad(e.what());
+  } catch (const Error& e) {
     throw bad(e.what());
   }
   return m;

@@ -13,5 +13,9 @@ std::string shard_file(int64_t index);                                // "shard-
 void write_manifest(const std::string& dir, const nlohmann::json& m);  // atomic replace
 nlohmann::json read_manifest(const std::string& dir);                 // parsed and validated
 void check_shard(const std::string& dir, const nlohmann::json& shard); // size and xxh64, or interp::Error
+// A JSON integer in [min, max], or interp::Error naming `what` (a float such as 4e30 converted by
+// json::get<int64_t> would be undefined behaviour).
+int64_t json_int(const nlohmann::json& v, const std::string& what, int64_t min = 0,
+                 int64_t max = int64_t{1} << 53);
 
 }  // namespace interp::store_detail

@@ -19,20 +19,28 @@ namespace fs = std::filesystem;
 using json = nlohmann::json;
 
 ActivationStore ActivationStore::open(const std::string& dir) {
-  json m = store_detail::read_manifest(dir);
+  const json m = store_detail::read_manifest(dir);  // validated: field types and integer ranges
   ActivationStore s;
   s.dir_ = dir;
   s.manifest_text_ = m.dump(2);
   try {
-    s.ctx_ = m["ctx"].get<int64_t>();
-    s.dtype_ = m["dtype"].get<std::string>();
-    s.complete_ = m["complete"].get<bool>();
-    for (const auto& h : m["hooks"]) s.hooks_.push_back({h["name"].get<std::string>(), h["shape"].get<std::vector<int64_t>>()});
-    for (const auto& sh : m["shards"])
-      s.shards_.push_back({sh["file"].get<std::string>(), sh["first_context"].get<int64_t>(), sh["contexts"].get<int64_t>(),
-                           sh["bytes"].get<int64_t>(), sh["xxh64"].get<std::string>()});
-    if (m.contains("tokenizer") && m["tokenizer"].is_string()) s.tokenizer_ = m["tokenizer"].get<std::string>();
-    if (m.contains("tag_names")) s.tag_names_ = m["tag_names"].get<std::vector<std::string>>();
+    using store_detail::json_int;
+    s.ctx_ = json_int(m.at("ctx"), "ctx", 1);
+    s.dtype_ = m.at("dtype").get<std::string>();
+    if (s.dtype_ != "f32" && s.dtype_ != "f16" && s.dtype_ != "bf16")
+      throw Error(fmt::format("{}/manifest.json: dtype '{}' is not f32, f16 or bf16", dir, s.dtype_));
+    s.complete_ = m.at("complete").get<bool>();
+    for (const auto& h : m.at("hooks")) {
+      std::vector<int64_t> shape;
+      for (const auto& d : h.at("shape")) shape.push_back(json_int(d, "a hook's shape entry"));
+      s.hooks_.push_back({h.at("name").get<std::string>(), shape});
+    }
+    for (const auto& sh : m.at("shards"))
+      s.shards_.push_back({sh.at("file").get<std::string>(), json_int(sh.at("first_context"), "first_context"),
+                           json_int(sh.at("contexts"), "contexts", 1), json_int(sh.at("bytes"), "bytes"),
+                           sh.at("xxh64").get<std::string>()});
+    if (m.contains("tokenizer") && m.at("tokenizer").is_string()) s.tokenizer_ = m.at("tokenizer").get<std::string>();
+    if (m.contains("tag_names")) s.tag_names_ = m.at("tag_names").get<std::vector<std::string>>();
   } catch (const json::exception& e) {
     throw Error(fmt::format("{}/manifest.json: mismatched manifest: {}", dir, e.what()));
   }
