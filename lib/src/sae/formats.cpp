@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -130,6 +131,80 @@ struct DictionaryLearning {
   std::string weights_dtype;
 };
 
+// The pickle inside torch.save's archive (data.pkl), walked opcode by opcode before LibTorch's
+// unpickler sees it: that unpickler sizes its memo table from the ids in BINPUT/LONG_BINPUT
+// (found by tests/fuzz/fuzz_ae_pt: one id asked for 26 GB) and trusts string lengths. Here every
+// argument must lie inside the pickle, memo ids must be put in order and got only once put, and
+// only the opcodes of protocol 2-4 that a state dict uses are accepted.
+void check_pickle(const char* p, uint64_t n, const std::string& file) {
+  auto bad = [&](const std::string& why) {
+    return Error(fmt::format("{}: not a state dict saved with torch.save (its pickle is damaged: {})", file, why));
+  };
+  auto le = [&](uint64_t at, int bytes) {
+    uint64_t v = 0;
+    for (int i = 0; i < bytes; ++i) v |= static_cast<uint64_t>(static_cast<uint8_t>(p[at + i])) << (8 * i);
+    return v;
+  };
+  uint64_t at = 0, memo = 0;
+  auto need = [&](uint64_t bytes) {
+    if (bytes > n - at) throw bad("an argument runs past the end");
+  };
+  auto put = [&](uint64_t id) {
+    if (id > memo) throw bad(fmt::format("memo id {} out of order", id));
+    if (id == memo) ++memo;
+  };
+  auto get = [&](uint64_t id) {
+    if (id >= memo) throw bad(fmt::format("memo id {} read before it is written", id));
+  };
+  while (at < n) {
+    const uint8_t op = static_cast<uint8_t>(p[at++]);
+    switch (op) {
+      case '.': return;  // STOP
+      case 0x80: need(1), at += 1; break;  // PROTO
+      case 0x95: need(8), at += 8; break;  // FRAME
+      case ')': case ']': case '}': case '(': case 'N': case 0x88: case 0x89: case 't': case 0x85: case 0x86:
+      case 0x87: case 'a': case 'e': case 's': case 'u': case 'R': case 'b': case 'Q': case 0x81: case 'd':
+      case 'l': case '0': case '2': case 0x93: case 0x8f: case 0x90: case 0x91:
+        break;  // no argument
+      case 0x94: put(memo); break;  // MEMOIZE
+      case 'q': need(1), put(le(at, 1)), at += 1; break;  // BINPUT
+      case 'r': need(4), put(le(at, 4)), at += 4; break;  // LONG_BINPUT
+      case 'h': need(1), get(le(at, 1)), at += 1; break;  // BINGET
+      case 'j': need(4), get(le(at, 4)), at += 4; break;  // LONG_BINGET
+      case 'K': need(1), at += 1; break;  // BININT1
+      case 'M': need(2), at += 2; break;  // BININT2
+      case 'J': need(4), at += 4; break;  // BININT
+      case 'G': need(8), at += 8; break;  // BINFLOAT
+      case 0x8a: need(1), at += 1 + static_cast<uint8_t>(p[at]), need(0); break;  // LONG1
+      case 'U': case 'C': case 0x8c: need(1), at += 1, need(le(at - 1, 1)), at += le(at - 1, 1); break;
+      case 'X': case 'T': case 'B': {  // BINUNICODE, BINSTRING, BINBYTES
+        need(4);
+        const uint64_t len = le(at, 4);
+        at += 4, need(len), at += len;
+        break;
+      }
+      case 0x8d: case 0x8e: {  // BINUNICODE8, BINBYTES8
+        need(8);
+        const uint64_t len = le(at, 8);
+        at += 8, need(len), at += len;
+        break;
+      }
+      case 'c': {  // GLOBAL: module\nname\n
+        for (int line = 0; line < 2; ++line) {
+          const void* nl = std::memchr(p + at, '\n', n - at);
+          if (!nl) throw bad("GLOBAL without its newline");
+          at = static_cast<uint64_t>(static_cast<const char*>(nl) - p) + 1;
+        }
+        break;
+      }
+      default:
+        throw bad(fmt::format("opcode 0x{:02x} at byte {} is not one a state dict uses", op, at - 1));
+    }
+    if (at > n) throw bad("an argument runs past the end");
+  }
+  throw bad("no STOP opcode");
+}
+
 // torch.save writes a zip archive. LibTorch 1.13's zip reader (miniz) reads freed memory on some
 // damaged archives (found by tests/fuzz/fuzz_ae_pt: a truncated file), so the container is checked
 // here first: the end-of-central-directory record (zip64 included), every central-directory entry,
@@ -186,6 +261,11 @@ void check_zip(const std::vector<char>& b, const std::string& file) {
     if (local > cd_offset || cd_offset - local < 30 || u32(local) != 0x04034b50) throw bad("bad local header");
     const uint64_t data = local + 30 + u16(local + 26) + u16(local + 28);
     if (data > cd_offset || csize > cd_offset - data) throw bad("an entry's data runs past the central directory");
+    const std::string name(b.data() + at + 46, name_len);
+    if (name.size() >= 8 && name.compare(name.size() - 8, 8, "data.pkl") == 0) {
+      if (u16(at + 10) != 0) throw bad("data.pkl is compressed (torch.save stores it)");
+      check_pickle(b.data() + data, csize, file);
+    }
     at += 46 + name_len + extra_len + comment_len;
     ++count;
   }
@@ -360,25 +440,33 @@ SAE SAE::load(const std::string& dir_in) {
     SAEConfig cfg = sparsify_config(dir);
     const std::string file = (dir / "sae.safetensors").string();
     SafetensorsFile f = safetensors_load(file);
-    SAE sae(cfg);
     const std::string by = "cfg.json";
-    sae.W_enc_ = take(f, file, "encoder.weight", {cfg.d_sae, cfg.d_in}, by).t().contiguous().set_requires_grad(true);
-    sae.b_enc_ = take(f, file, "encoder.bias", {cfg.d_sae}, by).set_requires_grad(true);
-    sae.W_dec_ = take(f, file, "W_dec", {cfg.d_sae, cfg.d_in}, by).set_requires_grad(true);
-    sae.b_dec_ = take(f, file, "b_dec", {cfg.d_in}, by).set_requires_grad(true);
+    // The weights first: their shapes bound the sizes a cfg.json may claim (constructing the SAE
+    // allocates d_in x d_sae; a damaged cfg.json could ask for terabytes).
+    at::Tensor W_enc = take(f, file, "encoder.weight", {cfg.d_sae, cfg.d_in}, by).t().contiguous();
+    at::Tensor b_enc = take(f, file, "encoder.bias", {cfg.d_sae}, by);
+    at::Tensor W_dec = take(f, file, "W_dec", {cfg.d_sae, cfg.d_in}, by);
+    at::Tensor b_dec = take(f, file, "b_dec", {cfg.d_in}, by);
+    SAE sae(cfg);
+    sae.W_enc_ = W_enc.set_requires_grad(true);
+    sae.b_enc_ = b_enc.set_requires_grad(true);
+    sae.W_dec_ = W_dec.set_requires_grad(true);
+    sae.b_dec_ = b_dec.set_requires_grad(true);
     return sae;
   }
   bool apply_b_dec = true;
   SAEConfig cfg = saelens_config(dir, &apply_b_dec);
   const std::string file = (dir / "sae_weights.safetensors").string();
   SafetensorsFile f = safetensors_load(file);
-  SAE sae(cfg);
   const std::string by = "cfg.json";
   const SAEArchitecture& arch = sae_architecture(cfg.architecture);
-  sae.W_enc_ = take(f, file, "W_enc", {cfg.d_in, cfg.d_sae}, by);
-  sae.W_dec_ = take(f, file, "W_dec", {cfg.d_sae, cfg.d_in}, by);
-  sae.b_enc_ = take(f, file, arch.saelens_b_enc, {cfg.d_sae}, by);
-  sae.b_dec_ = take(f, file, "b_dec", {cfg.d_in}, by);
+  // The weights first (see sparsify above: the file's shapes bound what cfg.json may claim).
+  at::Tensor W_enc = take(f, file, "W_enc", {cfg.d_in, cfg.d_sae}, by);
+  at::Tensor W_dec = take(f, file, "W_dec", {cfg.d_sae, cfg.d_in}, by);
+  at::Tensor b_enc = take(f, file, arch.saelens_b_enc, {cfg.d_sae}, by);
+  at::Tensor b_dec = take(f, file, "b_dec", {cfg.d_in}, by);
+  SAE sae(cfg);
+  sae.W_enc_ = W_enc, sae.W_dec_ = W_dec, sae.b_enc_ = b_enc, sae.b_dec_ = b_dec;
   // apply_b_dec_to_input = false: h = act(x W_enc + b_enc) = act((x - b_dec) W_enc + (b_enc + b_dec W_enc))
   if (!apply_b_dec) sae.b_enc_ = (sae.b_enc_ + at::matmul(sae.b_dec_, sae.W_enc_)).contiguous();
   for (auto* p : {&sae.W_enc_, &sae.W_dec_, &sae.b_enc_, &sae.b_dec_}) p->set_requires_grad(true);
