@@ -284,6 +284,8 @@ DictionaryLearning read_dictionary_learning(const fs::path& dir) {
   } catch (const c10::Error& e) {
     throw Error(fmt::format("{}: not a state dict saved with torch.save ({})", file,
                             error_summary(e.what_without_backtrace())));
+  } catch (const std::exception& e) {  // the unpickler also throws std::runtime_error (fuzz_ae_pt found one)
+    throw Error(fmt::format("{}: not a state dict saved with torch.save ({})", file, error_summary(e.what())));
   }
   if (!v.isGenericDict()) throw Error(fmt::format("{}: holds {}, not a state dict", file, v.tagKind()));
   DictionaryLearning d;
