@@ -175,6 +175,40 @@ TEST(SAE, SaveLoadRoundTripFoldsTheScale) {
   EXPECT_THROW(interp::SAE::load(::testing::TempDir() + "/no-such-sae"), interp::Error);
 }
 
+namespace {
+// An SAE with nonzero biases, and x [300, 64] with a random 30% of latents dead.
+interp::SAE sparse_test_sae(interp::SAEConfig c, at::Tensor* x, at::Tensor* dead) {
+  interp::SAE sae(c);
+  {
+    at::NoGradGuard g;
+    sae.b_enc().detach().normal_(0, 0.1);
+    sae.b_dec().detach().normal_(0, 0.1);
+  }
+  at::manual_seed(4);
+  *x = at::randn({300, c.d_in});
+  *dead = at::rand({c.d_sae}) < 0.3;
+  return sae;
+}
+
+// The sparse path's loss and gradients against the dense autograd path (taken when x needs a
+// gradient), AuxK active.
+void expect_sparse_equals_dense(const interp::SAE& sae, const interp::SAEOutput& sparse, const at::Tensor& x,
+                                const at::Tensor& dead, const std::string& label) {
+  auto gs = torch::autograd::grad({sparse.loss}, sae.parameters());
+  at::Tensor xg = x.clone().requires_grad_(true);
+  auto dense = sae.forward(xg, 1.0, dead);
+  auto gd = torch::autograd::grad({dense.loss}, sae.parameters());
+  EXPECT_GT(sparse.aux.item<double>(), 0);
+  EXPECT_TRUE(interp::test::close(sparse.loss, dense.loss, 1e-6, "loss"));
+  const char* names[] = {"W_enc", "W_dec", "b_enc", "b_dec"};
+  for (size_t i = 0; i < gs.size(); ++i) {
+    auto r = interp::test::close(gs[i], gd[i], 1e-5, label + names[i]);
+    EXPECT_TRUE(r);
+    std::printf("  %s\n", r.message());
+  }
+}
+}  // namespace
+
 // TopK's sparse backward (no dense [B, d_sae] gradient) against autograd's dense one: the dense path
 // runs when x itself needs a gradient. AuxK included: with 64 of 1024 latents through the same
 // kernel, with 256 through dense products.
@@ -188,28 +222,10 @@ TEST_P(SparseTopK, BackwardEqualsTheDenseOne) {
   c.k = 16;
   c.aux_k = GetParam();
   c.seed = 3;
-  interp::SAE sae(c);
-  {
-    at::NoGradGuard g;
-    sae.b_enc().detach().normal_(0, 0.1);
-    sae.b_dec().detach().normal_(0, 0.1);
-  }
-  at::manual_seed(4);
-  at::Tensor x = at::randn({300, 64});
-  at::Tensor dead = at::rand({1024}) < 0.3;
+  at::Tensor x, dead;
+  interp::SAE sae = sparse_test_sae(c, &x, &dead);
   auto sparse = sae.forward(x, 1.0, dead);
-  auto gs = torch::autograd::grad({sparse.loss}, sae.parameters());
-  at::Tensor xg = x.clone().requires_grad_(true);
-  auto dense = sae.forward(xg, 1.0, dead);
-  auto gd = torch::autograd::grad({dense.loss}, sae.parameters());
-  EXPECT_GT(sparse.aux.item<double>(), 0);
-  EXPECT_TRUE(interp::test::close(sparse.loss, dense.loss, 1e-6, "loss"));
-  const char* names[] = {"W_enc", "W_dec", "b_enc", "b_dec"};
-  for (size_t i = 0; i < gs.size(); ++i) {
-    auto r = interp::test::close(gs[i], gd[i], 1e-5, std::string("sparse vs dense grad ") + names[i]);
-    EXPECT_TRUE(r);
-    std::printf("  %s\n", r.message());
-  }
+  expect_sparse_equals_dense(sae, sparse, x, dead, "sparse vs dense grad ");
 }
 
 // BatchTopK's training forward decodes only the k * batch kept entries (rows padded to the busiest
@@ -218,18 +234,10 @@ TEST(SparseBatchTopK, EqualsTheDenseActivation) {
   interp::SAEConfig c;
   c.architecture = "batchtopk";
   c.d_in = 64, c.d_sae = 1024, c.k = 16, c.aux_k = 32, c.seed = 3;
-  interp::SAE sae(c);
-  {
-    at::NoGradGuard g;
-    sae.b_enc().detach().normal_(0, 0.1);
-    sae.b_dec().detach().normal_(0, 0.1);
-  }
-  at::manual_seed(4);
-  at::Tensor x = at::randn({300, 64});
-  at::Tensor dead = at::rand({1024}) < 0.3;
+  at::Tensor x, dead;
+  interp::SAE sae = sparse_test_sae(c, &x, &dead);
   auto sparse = sae.forward(x, 1.0, dead);
   ASSERT_FALSE(sparse.h.defined()) << "the sparse path was not taken";
-  auto gs = torch::autograd::grad({sparse.loss}, sae.parameters());
   // independent: the dense rule written out here (top k * batch of ReLU(pre) over the whole batch)
   at::Tensor pre = sae.encode_pre(x);
   auto [vals, idx] = at::relu(pre).flatten().topk(16 * 300);
@@ -239,17 +247,7 @@ TEST(SparseBatchTopK, EqualsTheDenseActivation) {
   const at::Tensor want_mse = (x_hat - x).pow(2).sum(-1).mean();
   EXPECT_TRUE(interp::test::close(sparse.mse, want_mse, 1e-6 * want_mse.item<double>(), "mse (relative 1e-6)"));
   EXPECT_NEAR(sparse.l0.item<double>(), (h > 0).sum(-1).to(at::kFloat).mean().item<double>(), 1e-6);
-  at::Tensor xg = x.clone().requires_grad_(true);  // x with a gradient: the dense autograd path
-  auto dense = sae.forward(xg, 1.0, dead);
-  auto gd = torch::autograd::grad({dense.loss}, sae.parameters());
-  EXPECT_GT(sparse.aux.item<double>(), 0);
-  EXPECT_TRUE(interp::test::close(sparse.loss, dense.loss, 1e-6, "loss"));
-  const char* names[] = {"W_enc", "W_dec", "b_enc", "b_dec"};
-  for (size_t i = 0; i < gs.size(); ++i) {
-    auto r = interp::test::close(gs[i], gd[i], 1e-5, std::string("batchtopk sparse vs dense grad ") + names[i]);
-    EXPECT_TRUE(r);
-    std::printf("  %s\n", r.message());
-  }
+  expect_sparse_equals_dense(sae, sparse, x, dead, "batchtopk sparse vs dense grad ");
   // one row far louder than the rest takes more than its 4k candidates: the whole-batch selection
   at::Tensor loud = x.clone();
   loud[0].mul_(50);
