@@ -14,7 +14,8 @@ seconds=${1:-600}
 runs=${2:-1000000}
 shift $(( $# > 2 ? 2 : $# ))
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(safetensors store_manifest token_file sae_config ae_pt prompt_pairs name_map tokens_arg)
+# no TARGET: every tests/fuzz/fuzz_NAME.cpp
+[ ${#targets[@]} -gt 0 ] || targets=($(ls tests/fuzz/fuzz_*.cpp | sed 's|.*/fuzz_||; s|\.cpp$||'))
 command -v clang++ >/dev/null || { echo "fuzz.sh: needs clang++ (apt install clang libfuzzer-14-dev libomp-14-dev)"; exit 2; }
 cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
   -DINTERP_SANITIZE=address,undefined -DINTERP_FUZZ=ON -DINTERP_BUILD_TESTS=OFF -DINTERP_BUILD_BENCH=OFF \

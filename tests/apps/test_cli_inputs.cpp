@@ -3,9 +3,13 @@
 // No case may crash, leak a raw library backtrace ("terminate called", "Exception raised from"), or
 // leave a temporary file (*.tmp.PID) behind.
 #include <gtest/gtest.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -140,15 +144,18 @@ TEST(Inputs, TokenIdsOutsideTheVocabularyAreNamed) {
   run_cases("ids", cases, d);
 }
 
-// Every writer under a file-size limit (ulimit -f 0: no file may grow, as on a full disk): a clean
-// error naming the file's problem, exit 1, no output under its final name, no temporaries, and no
-// half-made folder that would block a plain rerun. Outputs that cannot be written are refused
-// before the work, not after it.
-TEST(Inputs, EveryWriterReportsAFullDiskAndLeavesNothing) {
-  const std::string d = case_dir("fulldisk");
-  const std::string lm = fixture("tiny_lm_trace.pt"), m = fixture("tiny_script.pt");
-  const std::string data = " --data " + fixture("brown") + " --tokenizer " + fixture("brown-1k.model") + " ";
-  auto ok = interp::test::shell(std::string(INTERP_BIN) + " capture --model " + lm + data +
+namespace {
+
+// What every writer is asked to write in the full-disk tests: outputs under OUT (with {d}), inputs
+// (a store and an SAE) in {d}, each command run after PREFIX.
+struct WriterInputs {
+  std::string lm = fixture("tiny_lm_trace.pt"), m = fixture("tiny_script.pt");
+  std::string data = " --data " + fixture("brown") + " --tokenizer " + fixture("brown-1k.model") + " ";
+};
+
+// Makes the store and the SAE the writers read, in d.
+void make_writer_inputs(const WriterInputs& in, const std::string& d) {
+  auto ok = interp::test::shell(std::string(INTERP_BIN) + " capture --model " + in.lm + in.data +
                                 "--hooks blocks.0.hook_resid_post --tokens 4096 --ctx 64 --out " + d + "/store");
   ASSERT_EQ(ok.code, 0) << ok.out;
   ok = interp::test::shell(std::string(INTERP_BIN) + " train-sae --activations " + d +
@@ -157,35 +164,89 @@ TEST(Inputs, EveryWriterReportsAFullDiskAndLeavesNothing) {
   std::ofstream(d + "/pairs.json") << R"({"pairs": [
     {"clean_tokens": [1, 5, 9, 13], "corrupted_tokens": [1, 5, 30, 13], "answer": 3, "wrong": 4},
     {"clean_tokens": [8, 5, 9, 11], "corrupted_tokens": [8, 5, 31, 11], "answer": 3, "wrong": 4}]})";
+}
+
+// One case per writer: store, SAE, checkpoint, evaluation and LM reports, token file, patching and
+// circuit reports, dashboards, head report.
+std::vector<Case> writer_cases(const WriterInputs& in, const std::string& out, const std::string& prefix) {
   const std::string full = "the disk, quota or file-size limit is full";
-  const std::string no_file_growth = "ulimit -f 0;";
-  const std::vector<Case> cases = {
-      {"capture --model " + lm + data + "--hooks blocks.0.hook_resid_post --tokens 512 --ctx 64 --out {d}/store2", 1, full,
-       {"{d}/store2"}, no_file_growth},
-      {"train-sae --activations {d}/store --d-sae 64 --k 4 --steps 5 --batch 256 --out {d}/sae2", 1, full, {"{d}/sae2"},
-       no_file_growth},
-      {"train-sae --activations {d}/store --d-sae 64 --k 4 --steps 5 --batch 256 --checkpoint-every 2 --out {d}/sae3", 1,
-       full, {"{d}/sae3"}, no_file_growth},
-      {"eval-sae --sae {d}/sae --model " + lm + data + "--ctx 64 --tokens 256 --out {d}/eval.json", 1, full,
-       {"{d}/eval.json"}, no_file_growth},
-      {"tokenize" + data + "--out {d}/tokens.safetensors", 1, full, {"{d}/tokens.safetensors"}, no_file_growth},
-      {"eval-lm " + lm + data + "--max-contexts 2 --out {d}/lm.json", 1, full, {"{d}/lm.json"}, no_file_growth},
-      {"patch " + m + " --pairs {d}/pairs.json --out {d}/patch", 1, full, {"{d}/patch"}, no_file_growth},
-      {"circuit " + m + " --pairs {d}/pairs.json --method eap --out {d}/circuit", 1, full, {"{d}/circuit"},
-       no_file_growth},
-      {"features --sae {d}/sae --activations {d}/store --model " + lm + " --out {d}/site", 1, full, {"{d}/site"},
-       no_file_growth},
-      {"heads " + m + " --out {d}/heads.json", 1, full, {"{d}/heads.json"}, no_file_growth},
-      // an output that cannot be written is refused before the work
-      {"eval-sae --sae {d}/sae --model " + lm + data + "--ctx 64 --tokens 256 --out {d}/no/such/eval.json", 1,
-       "the folder {d}/no/such does not exist", {}},
-      {"patch " + m + " --pairs {d}/pairs.json --out {d}/pairs.json/x", 1, "{d}/pairs.json/x: cannot create the output folder",
-       {}},
+  const std::string& lm = in.lm;
+  const std::string& m = in.m;
+  const std::string& data = in.data;
+  return {
+      {"capture --model " + lm + data + "--hooks blocks.0.hook_resid_post --tokens 512 --ctx 64 --out " + out + "/store2", 1,
+       full, {out + "/store2"}, prefix},
+      {"train-sae --activations {d}/store --d-sae 64 --k 4 --steps 5 --batch 256 --out " + out + "/sae2", 1, full,
+       {out + "/sae2"}, prefix},
+      {"train-sae --activations {d}/store --d-sae 64 --k 4 --steps 5 --batch 256 --checkpoint-every 2 --out " + out +
+           "/sae3",
+       1, full, {out + "/sae3"}, prefix},
+      {"eval-sae --sae {d}/sae --model " + lm + data + "--ctx 64 --tokens 256 --out " + out + "/eval.json", 1, full,
+       {out + "/eval.json"}, prefix},
+      {"tokenize" + data + "--out " + out + "/tokens.safetensors", 1, full, {out + "/tokens.safetensors"}, prefix},
+      {"eval-lm " + lm + data + "--max-contexts 2 --out " + out + "/lm.json", 1, full, {out + "/lm.json"}, prefix},
+      {"patch " + m + " --pairs {d}/pairs.json --out " + out + "/patch", 1, full, {out + "/patch"}, prefix},
+      {"circuit " + m + " --pairs {d}/pairs.json --method eap --out " + out + "/circuit", 1, full, {out + "/circuit"},
+       prefix},
+      {"features --sae {d}/sae --activations {d}/store --model " + lm + " --out " + out + "/site", 1, full,
+       {out + "/site"}, prefix},
+      {"heads " + m + " --out " + out + "/heads.json", 1, full, {out + "/heads.json"}, prefix},
   };
+}
+
+}  // namespace
+
+// Every writer under a file-size limit (ulimit -f 0: no file may grow, as on a full disk): a clean
+// error naming the file's problem, exit 1, no output under its final name, no temporaries, and no
+// half-made folder that would block a plain rerun. Outputs that cannot be written are refused
+// before the work, not after it.
+TEST(Inputs, EveryWriterReportsAFullDiskAndLeavesNothing) {
+  const std::string d = case_dir("fulldisk");
+  const WriterInputs in;
+  make_writer_inputs(in, d);
+  std::vector<Case> cases = writer_cases(in, "{d}", "ulimit -f 0;");
+  // an output that cannot be written is refused before the work
+  cases.push_back({"eval-sae --sae {d}/sae --model " + in.lm + in.data + "--ctx 64 --tokens 256 --out {d}/no/such/eval.json",
+                   1, "the folder {d}/no/such does not exist", {}});
+  cases.push_back({"patch " + in.m + " --pairs {d}/pairs.json --out {d}/pairs.json/x", 1,
+                   "{d}/pairs.json/x: cannot create the output folder", {}});
   run_cases("full disk", cases, d);
   // nothing blocks a plain rerun of the capture that failed
-  ok = interp::test::shell(std::string(INTERP_BIN) + " capture --model " + lm + data +
-                           "--hooks blocks.0.hook_resid_post --tokens 512 --ctx 64 --out " + d + "/store2");
+  auto ok = interp::test::shell(std::string(INTERP_BIN) + " capture --model " + in.lm + in.data +
+                                "--hooks blocks.0.hook_resid_post --tokens 512 --ctx 64 --out " + d + "/store2");
+  EXPECT_EQ(ok.code, 0) << ok.out;
+}
+
+// The same writers on a real full file system: a 1 MB tmpfs filled to its last byte (ENOSPC rather
+// than the file-size limit's EFBIG). Mounting needs root outside a container that forbids it;
+// elsewhere the test is skipped and says so.
+TEST(Inputs, EveryWriterReportsAFullTmpfsAndLeavesNothing) {
+  const std::string d = case_dir("tmpfs");
+  const std::string small = d + "/small";
+  fs::create_directories(small);
+  if (::mount("tmpfs", small.c_str(), "tmpfs", 0, "size=1m") != 0)
+    GTEST_SKIP() << "cannot mount a tmpfs here (" << std::strerror(errno) << "); the ulimit -f test covers the writers";
+  struct Unmount {
+    std::string path;
+    ~Unmount() { ::umount2(path.c_str(), MNT_DETACH); }
+  } unmount{small};
+  const WriterInputs in;
+  make_writer_inputs(in, d);
+  {  // fill it: write until the file system refuses
+    std::FILE* f = std::fopen((small + "/filler").c_str(), "wb");
+    ASSERT_NE(f, nullptr);
+    std::vector<char> block(4096, 'x');
+    size_t total = 0;
+    while (std::fwrite(block.data(), 1, block.size(), f) == block.size()) total += block.size();
+    std::fclose(f);
+    std::printf("filled the tmpfs with %zu bytes\n", total);
+    ASSERT_GT(total, 0u);
+  }
+  run_cases("full tmpfs", writer_cases(in, small, ""), d);
+  // with the space back, a plain rerun of the capture that failed succeeds
+  fs::remove(small + "/filler");
+  auto ok = interp::test::shell(std::string(INTERP_BIN) + " capture --model " + in.lm + in.data +
+                                "--hooks blocks.0.hook_resid_post --tokens 512 --ctx 64 --out " + small + "/store2");
   EXPECT_EQ(ok.code, 0) << ok.out;
 }
 

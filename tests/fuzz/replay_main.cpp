@@ -14,8 +14,7 @@
 #include <string>
 #include <vector>
 
-#define INTERP_FUZZ_TARGETS(X) \
-  X(safetensors) X(store_manifest) X(token_file) X(sae_config) X(ae_pt) X(prompt_pairs) X(name_map) X(tokens_arg)
+#include "fuzz_targets.h"  // INTERP_FUZZ_TARGETS(X): one X(name) per tests/fuzz/fuzz_NAME.cpp
 
 #define DECLARE(name) extern "C" int fuzz_##name(const uint8_t* data, size_t size);
 INTERP_FUZZ_TARGETS(DECLARE)
