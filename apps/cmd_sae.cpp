@@ -33,6 +33,7 @@ void register_sae(CLI::App& app) {
     double lr = 4e-4, l1 = 1.0, mean_active = 5;
     uint64_t seed = 0;
     std::vector<int64_t> prefixes;
+    DistArgs dist;
   };
   auto a = std::make_shared<Args>();
   auto* syn = cmd->add_flag("--synthetic", a->synthetic, "train on synthetic superposition with known features");
@@ -82,8 +83,13 @@ void register_sae(CLI::App& app) {
                   "sae.safetensors; TopK only)")
       ->check(CLI::IsMember({"saelens", "sparsify"}))
       ->capture_default_str();
+  a->dist.add_to(*cmd);
   cmd->callback([a] {
     allow_graceful_stop();  // Ctrl-C / SIGTERM: stop at the next shard or step, resumable
+    const std::optional<DistOptions> dist = a->dist.options();  // checked before any work
+    if (dist && a->batch % dist->world_size != 0)
+      throw Error(fmt::format("--batch {} must split evenly over the {} ranks (--batch is the global batch)", a->batch,
+                              dist->world_size));
     if (a->format == "sparsify" && a->arch != "topk")  // before training, not after
       throw Error(fmt::format("--format sparsify holds TopK SAEs; --arch is {} (use --format saelens)", a->arch));
     if (!a->synthetic && a->activations.empty() && a->model.empty())
@@ -158,10 +164,18 @@ void register_sae(CLI::App& app) {
     }
     cfg.d_in = source->d_in();
     SAE sae(cfg);
+    // With --dist: every rank draws the same stream and trains on its slice of each batch; rank 0
+    // alone writes (the checkpoint and the SAE) into --out, which all ranks see.
+    std::unique_ptr<ProcessGroup> group;
+    if (dist) {
+      group = ProcessGroup::connect(*dist, "cpu");
+      o.group = group.get();
+    }
+    const bool writer = !group || group->rank() == 0;
     OutputDir out(a->out);
-    out.create();
+    if (writer) out.create();
     // Temporaries of a run that was killed mid-write (NAME.tmp.PID): never read, removed here.
-    for (const auto& e : std::filesystem::directory_iterator(a->out)) {
+    if (writer) for (const auto& e : std::filesystem::directory_iterator(a->out)) {
       const std::string name = e.path().filename().string();
       for (const char* ours : {"cfg.json.tmp.", "sae_weights.safetensors.tmp.", "sae.safetensors.tmp.",
                                "checkpoint.safetensors.tmp."})
@@ -171,7 +185,7 @@ void register_sae(CLI::App& app) {
         }
     }
     const bool tty = isatty(2);
-    o.progress = [tty](const TrainProgress& p) {
+    if (writer) o.progress = [tty](const TrainProgress& p) {
       std::string line = fmt::format("step {}/{}  mse {:.4f}  sparsity {:.4f}  aux {:.4f}{}  L0 {:.1f}  dead {:.1f}%  "
                                      "lr {:.2e}  {:.0f} tokens/s  ETA {:.0f} s",
                                      p.step, p.steps, p.mse, p.sparsity, p.aux,
@@ -181,12 +195,22 @@ void register_sae(CLI::App& app) {
       if (tty) fmt::print(stderr, "\r{}{}", line, last ? "\n" : "");
       else if (last || p.step % (p.steps / 10 > 0 ? p.steps / 10 : 1) == 0) fmt::print(stderr, "{}\n", line);
     };
-    fmt::print("train-sae\n  source  {}\n  sae     {} d_in {} d_sae {}{}\n  steps   {} x {} rows, lr {}\n  out     {}\n",
-               source->describe(), cfg.architecture, cfg.d_in, cfg.d_sae,
-               sae_architecture(cfg.architecture).uses_k ? fmt::format(" k {}", cfg.k) : "",
-               o.steps, o.batch, o.lr, a->out);
+    if (writer)
+      fmt::print("train-sae\n  source  {}\n  sae     {} d_in {} d_sae {}{}\n  steps   {} x {} rows, lr {}\n  out     {}\n{}",
+                 source->describe(), cfg.architecture, cfg.d_in, cfg.d_sae,
+                 sae_architecture(cfg.architecture).uses_k ? fmt::format(" k {}", cfg.k) : "", o.steps, o.batch, o.lr,
+                 a->out,
+                 group ? fmt::format("  dist    {} ranks ({}), {} rows each per step\n", group->size(), group->backend(),
+                                     o.batch / group->size())
+                       : "");
     std::fflush(stdout);
     TrainResult r = train_sae(sae, *source, o);
+    if (group && r.steps > r.resumed_from)
+      fmt::print("rank {}: {} all-reduced per step, {:.3f} s per step waiting in exchanges ({:.1f}% of the run)\n",
+                 group->rank(), human_bytes(static_cast<double>(r.bytes_reduced) / static_cast<double>(r.steps - r.resumed_from)),
+                 r.seconds_communicating / static_cast<double>(r.steps - r.resumed_from),
+                 100 * r.seconds_communicating / r.seconds);
+    if (!writer) return;  // rank 0 writes the SAE
     if (r.resumed_from > 0) fmt::print("resumed from the checkpoint of step {}\n", r.resumed_from);
     if (r.resampled > 0) fmt::print("resampled {} dead latents\n", r.resampled);
     if (a->format == "sparsify") sae.save_sparsify(a->out);

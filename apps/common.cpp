@@ -29,6 +29,43 @@ void ModelArgs::add_to(CLI::App& cmd, const std::string& name, const std::string
                "(cost compute; needed for edge-level circuits)");
 }
 
+void DistArgs::add_to(CLI::App& cmd) {
+  cmd.add_flag("--dist", dist,
+               "run as one rank of a torch.distributed group: RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT from the "
+               "environment (torchrun, srun) or the flags below (docs/distributed.md)");
+  cmd.add_option("--rank", rank, "with --dist: this process's rank (default: $RANK)")->check(non_negative());
+  cmd.add_option("--world-size", world_size, "with --dist: number of ranks (default: $WORLD_SIZE)")->check(positive());
+  cmd.add_option("--master-addr", master_addr, "with --dist: rank 0's address (default: $MASTER_ADDR)");
+  cmd.add_option("--master-port", master_port, "with --dist: rank 0's rendezvous port (default: $MASTER_PORT)")
+      ->check(positive());
+  cmd.add_option("--dist-backend", backend, "with --dist: gloo, nccl, or auto (nccl on CUDA when built with it)")
+      ->check(CLI::IsMember({"auto", "gloo", "nccl"}))
+      ->capture_default_str();
+  cmd.add_option("--dist-timeout", timeout_s,
+                 "with --dist: seconds to wait for the other ranks, at the rendezvous and in every exchange")
+      ->check(positive())
+      ->capture_default_str();
+}
+
+std::optional<DistOptions> DistArgs::options() const {
+  if (!dist) {
+    if (rank >= 0 || world_size >= 0 || master_port >= 0 || !master_addr.empty())
+      throw Error("--rank, --world-size, --master-addr and --master-port need --dist");
+    return std::nullopt;
+  }
+  // A rank whose peer died must see the broken connection as an error it can report, not be killed
+  // silently by SIGPIPE while writing to it.
+  std::signal(SIGPIPE, SIG_IGN);
+  DistOptions d;  // the flags given; the environment for the rest
+  d.rank = rank;
+  d.world_size = world_size;
+  d.master_addr = master_addr;
+  d.master_port = master_port;
+  d.backend = backend;
+  d.timeout_s = timeout_s;
+  return d.resolve();
+}
+
 HookedModel load_model(const std::string& path, const std::string& device, const std::string& name_map,
                        bool edge_points, const std::string& output) {
   LoadOptions o;

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "interp/data.h"
+#include "interp/dist.h"
 #include "interp/hooks.h"
 #include "interp/metrics.h"
 #include "interp/prompts.h"
@@ -57,6 +58,18 @@ struct PromptArgs {
   std::optional<Tokenizer> load_tokenizer() const;
   // [batch, pos]: the parsed ids, or the encoded prompt with BOS prepended.
   at::Tensor sequences(const std::optional<Tokenizer>& tok) const;
+};
+
+// --dist and its rendezvous: the environment torchrun/SLURM set (RANK, WORLD_SIZE, MASTER_ADDR,
+// MASTER_PORT, LOCAL_RANK), each overridable by a flag.
+struct DistArgs {
+  bool dist = false;
+  int rank = -1, world_size = -1, master_port = -1;
+  std::string master_addr, backend = "auto";
+  double timeout_s = 300;
+  void add_to(CLI::App& cmd);
+  // With --dist: the options, checked (before any work). Without: nullopt.
+  std::optional<DistOptions> options() const;
 };
 
 // Option checks with plain messages ("--steps must be positive (got -3)"): CLI11's own print a

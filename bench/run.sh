@@ -22,3 +22,4 @@ done
 "$build/bench/bench_patch" --rounds 5 "$models/bench_script.pt"
 "$build/bench/bench_circuits" --rounds 5 tests/fixtures/induction_script.pt tests/fixtures/induction.pairs.json
 "$build/bench/bench_sae_paths" --rounds 5
+"$build/bench/bench_dist" --rounds 5

@@ -17,6 +17,8 @@ packages=(
   # libraries
   libtorch-dev libopenblas0-pthread libsentencepiece-dev sentencepiece nlohmann-json3-dev libfmt-dev
   libcli11-dev googletest libgtest-dev libbenchmark-dev
+  # torch.distributed: Gloo's headers (LibTorch holds ProcessGroupGloo itself)
+  libgloo-dev
   # models/: exporters, trainers and golden makers (nothing in lib/ or apps/ needs Python)
   python3 python3-torch python3-numpy
 )

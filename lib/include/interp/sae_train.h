@@ -13,6 +13,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 
@@ -22,6 +23,8 @@
 #include "interp/store.h"
 
 namespace interp {
+
+class ProcessGroup;  // interp/dist.h
 
 class ActivationSource {
  public:
@@ -78,6 +81,15 @@ struct TrainOptions {
   int64_t checkpoint_every = 0;
   bool resume = false;
   std::function<void(const TrainProgress&)> progress;
+  // Data-parallel training over a group of processes (interp/dist.h; null: this process alone).
+  // `batch` is then the global batch, split evenly: every rank draws the same stream from its
+  // source and trains on its own slice of each batch; gradients, the loss, the latents that fired
+  // (and batchtopk's threshold) are all-reduced in one message per step, so every rank takes the
+  // same step and holds the same SAE. Rank 0 alone writes checkpoints; all ranks resume from them.
+  // Exact against one process with the same global batch up to the order of the reductions, for
+  // architectures whose loss is a mean over rows; batchtopk selects within each rank's slice, and
+  // AuxK's normaliser is each slice's residual variance.
+  ProcessGroup* group = nullptr;
 
   // Throws interp::Error naming the first bad setting (a count below its minimum, a learning rate
   // that is not a positive number, an unknown b_dec_init, checkpoints without a path). train_sae
@@ -91,10 +103,50 @@ struct TrainResult {
   double mse = 0, l0 = 0, dead_fraction = 0;  // at the end (last logged window)
   int64_t resumed_from = 0;                   // step the run continued from (0: a fresh start)
   int64_t resampled = 0;                      // dead latents re-initialised
+  // with a process group: what this rank sent through all-reduce, and the time it waited in them
+  uint64_t bytes_reduced = 0;
+  double seconds_communicating = 0;
 };
 
-// Throws interp::Error on a NaN/inf loss, naming the step; the SAE keeps the weights of the step
+// One training run, step by step (train_sae runs it to the end). The state lives on the SAE's
+// device; statistics are read back to the host only when logged. A non-finite loss throws
+// interp::Error naming the step, before the optimiser moves: the SAE keeps the weights of the step
 // before, and the last checkpoint stays as it was.
+//
+//   interp::Trainer t(sae, *source, o);
+//   t.start();                          // fresh (scale, b_dec from a sample) or o.resume'd
+//   while (!t.done()) t.step();
+//   t.finish();                         // SAE ready to save (inference threshold written back)
+class Trainer {
+ public:
+  Trainer(SAE& sae, ActivationSource& source, const TrainOptions& options);  // validates the options
+  ~Trainer();
+  Trainer(const Trainer&) = delete;
+  Trainer& operator=(const Trainer&) = delete;
+
+  // Resumes from options.checkpoint_path when options.resume and the file exists, else init().
+  void start();
+  void init();                      // fresh start: the normalisation scale and b_dec from a sample
+  void step();                      // one optimiser step (then checkpoints, logs as the options say)
+  bool done() const;                // all options.steps taken
+  int64_t steps_done() const;
+  // The whole training state (weights, Adam moments, dead-latent counters; tensors on the CPU) and
+  // its scalars, as checkpoints hold them.
+  std::map<std::string, at::Tensor> state() const;
+  std::map<std::string, std::string> state_metadata() const;
+  void save(const std::string& path) const;  // a checkpoint, written atomically
+  // Restores a checkpoint of this SAE's shape and replays the source to where it was; returns its
+  // step. Throws interp::Error for another SAE, a checkpoint past options.steps, a damaged file.
+  int64_t load(const std::string& path);
+  TrainResult finish();             // writes back what the SAE keeps (inference threshold)
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Trainer(sae, source, options): start, step until done, finish. Honours interp::request_stop()
+// (checkpoint, then interp::Error saying how to resume).
 TrainResult train_sae(SAE& sae, ActivationSource& source, const TrainOptions& options);
 
 // The geometric median of the rows of x (Weiszfeld's algorithm).
