@@ -59,6 +59,7 @@ void register_capture(CLI::App& app) {
     int64_t tokens = 0, ctx = 128, batch = 32, shard_contexts = 0;
     uint64_t seed = 0;
     bool resume = false, no_shuffle = false, no_bos = false;
+    DistArgs dist;
   };
   auto a = std::make_shared<Args>();
   a->model.add_to(*cmd, "--model");
@@ -77,8 +78,10 @@ void register_capture(CLI::App& app) {
   cmd->add_flag("--no-bos", a->no_bos, "do not start each context with BOS");
   cmd->add_option("--out", a->out, "store folder (new, or this capture's folder with --resume)")->required();
   cmd->add_flag("--resume", a->resume, "continue an interrupted capture in --out");
+  a->dist.add_to(*cmd);
   cmd->callback([a] {
     allow_graceful_stop();  // Ctrl-C / SIGTERM: stop at the next shard or step, resumable
+    const std::optional<DistOptions> dist = a->dist.options();  // checked before any work
     HookedModel model = a->model.load();
     TokenizedCorpus tc = a->corpus.load();
     if (tc.vocab_size > model.info().d_vocab)
@@ -101,6 +104,14 @@ void register_capture(CLI::App& app) {
     o.pack.shuffle = !a->no_shuffle;
     o.pack.seed = a->seed;
     PackedContexts contexts(tc, o.pack);
+    // With --dist: every rank packs the same contexts and captures its share of the shards into
+    // --out (shared by all ranks); rank 0 merges the manifests at the end.
+    std::unique_ptr<ProcessGroup> group;
+    if (dist) {
+      group = ProcessGroup::connect(*dist, a->model.device);
+      o.group = group.get();
+      o.stall_timeout_s = dist->timeout_s;
+    }
     fmt::print("capture\n  model      {} ({} layers, d_model {}, device {})\n  data       {}: {} tokens -> {} contexts "
                "of {}\n  hooks      {}\n  tokens     {} in batches of {} contexts, stored as {}\n  out        {}{}\n",
                a->model.model, model.info().n_layers,
@@ -108,11 +119,20 @@ void register_capture(CLI::App& app) {
                a->model.device, tc.source, tc.tokens.size(),
                contexts.size(), a->ctx, fmt::join(o.hooks, ", "), a->tokens, a->batch, a->dtype, a->out,
                a->resume ? " (resume)" : "");
+    if (group)
+      fmt::print("  dist       rank {} of {}: shards i with i % {} == {}{}\n", group->rank(), group->size(), group->size(),
+                 group->rank(), group->rank() == 0 ? "; merges the manifests at the end" : "");
     std::fflush(stdout);  // before the progress lines on stderr
     o.progress = Progress();
     CaptureResult r = capture(model, contexts, a->out, o);
-    fmt::print("wrote {} tokens in {} shards to {} ({} shards kept from before) in {:.1f} s\n", r.tokens, r.shards,
-               a->out, r.resumed_shards, r.seconds);
+    if (group && group->rank() != 0)
+      fmt::print("rank {}: wrote {} tokens in {} shards to {} ({} kept from before) in {:.1f} s; rank 0 merges the "
+                 "manifest\n",
+                 group->rank(), r.tokens, r.shards - r.resumed_shards, a->out, r.resumed_shards, r.seconds);
+    else
+      fmt::print("wrote {} tokens in {} shards to {} ({} shards kept from before) in {:.1f} s{}\n", r.tokens, r.shards,
+                 a->out, r.resumed_shards, r.seconds,
+                 group ? fmt::format(", {:.1f} s of it waiting for the other ranks", r.merge_wait_seconds) : "");
   });
 }
 

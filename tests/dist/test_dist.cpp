@@ -2,6 +2,7 @@
 // with the same global batch: the reference is the single-process trainer, whose own results the
 // other tests pin (goldens, bit-for-bit resume).
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -22,6 +23,7 @@
 #include "interp/sae.h"
 #include "interp/sae_train.h"
 #include "interp/safetensors.h"
+#include "interp/store.h"
 #include "test_util.h"
 
 namespace fs = std::filesystem;
@@ -337,4 +339,102 @@ TEST(Dist, TheCliChecksItsDistOptionsFirst) {
     EXPECT_NE(r.out.find(c.message), std::string::npos) << c.cmd << "\n" << r.out;
     EXPECT_FALSE(fs::exists(d + "/a")) << c.cmd;
   }
+}
+
+namespace {
+
+// `interp capture` of the tiny LM into `out`; with rank >= 0, as that rank of 2 (extra: more flags,
+// env: environment assignments before the command).
+std::string capture_cmd(const std::string& out, int rank, int port, const std::string& extra = "",
+                        const std::string& env = "") {
+  std::string cmd = env + " " + std::string(INTERP_BIN) + " capture --model " +
+                    interp::test::fixture("tiny_lm_trace.pt") + " --data " + interp::test::fixture("brown") +
+                    " --tokenizer " + interp::test::fixture("brown-1k.model") +
+                    " --hooks blocks.0.hook_resid_post,blocks.1.hook_mlp_out --tokens 8192 --ctx 64 --batch 4 "
+                    "--shard-contexts 12 --out " + out + " " + extra;
+  if (rank >= 0)
+    cmd += " --dist --rank " + std::to_string(rank) + " --world-size 2 --master-addr 127.0.0.1 --master-port " +
+           std::to_string(port);
+  return cmd;
+}
+
+// Both ranks at once; their exit codes and outputs.
+std::vector<interp::test::ShellResult> two_captures(const std::string& out, const std::string& extra0 = "",
+                                                    const std::string& extra1 = "", const std::string& env1 = "") {
+  const int port = free_port();
+  std::vector<interp::test::ShellResult> r(2);
+  std::thread t1([&] { r[1] = interp::test::shell(capture_cmd(out, 1, port, extra1, env1)); });
+  r[0] = interp::test::shell(capture_cmd(out, 0, port, extra0));
+  t1.join();
+  return r;
+}
+
+nlohmann::json manifest_shards(const std::string& dir) {
+  std::ifstream in(dir + "/manifest.json");
+  return nlohmann::json::parse(in).at("shards");
+}
+
+}  // namespace
+
+// Two ranks capture disjoint shards into one folder; rank 0 merges: the store is byte for byte the
+// one a single process writes (same shard files, sizes and checksums), and it opens, verifies and
+// loads like any store.
+TEST(Dist, ShardedCaptureEqualsOneProcess) {
+  if (!interp::dist_available()) GTEST_SKIP() << "built without torch.distributed";
+  const std::string d = ::testing::TempDir() + "interp-dist-capture-" + std::to_string(::getpid());
+  fs::remove_all(d);
+  fs::create_directories(d);
+  auto one = interp::test::shell(capture_cmd(d + "/one", -1, 0));
+  ASSERT_EQ(one.code, 0) << one.out;
+  auto two = two_captures(d + "/two");
+  ASSERT_EQ(two[0].code, 0) << two[0].out;
+  ASSERT_EQ(two[1].code, 0) << two[1].out;
+  EXPECT_EQ(manifest_shards(d + "/one"), manifest_shards(d + "/two"));
+  std::printf("  %zu shards, identical names, sizes and xxh64 to one process\n", manifest_shards(d + "/one").size());
+  for (const auto& e : fs::directory_iterator(d + "/two")) {
+    EXPECT_EQ(e.path().filename().string().find(".tmp."), std::string::npos) << e.path();
+    EXPECT_EQ(e.path().filename().string().find("manifest.rank-"), std::string::npos) << e.path();
+  }
+  auto store = interp::ActivationStore::open(d + "/two");
+  EXPECT_TRUE(store.complete());
+  store.verify();
+  interp::ActivationLoader loader(store, "blocks.0.hook_resid_post", {4096, 0});
+  int64_t rows = 0;
+  while (auto b = loader.next()) rows += b->acts.size(0);
+  EXPECT_EQ(rows, 8192);
+}
+
+// A rank killed mid-capture (right after writing a shard, before recording it): rank 0 finishes
+// its own shards, then reports the silent rank within the timeout; both restarted with --resume
+// finish, and the store equals one process's.
+TEST(Dist, ShardedCaptureSurvivesAKilledRank) {
+  if (!interp::dist_available()) GTEST_SKIP() << "built without torch.distributed";
+  const std::string d = ::testing::TempDir() + "interp-dist-capture-kill-" + std::to_string(::getpid());
+  fs::remove_all(d);
+  fs::create_directories(d);
+  auto one = interp::test::shell(capture_cmd(d + "/one", -1, 0));
+  ASSERT_EQ(one.code, 0) << one.out;
+  const auto t0 = std::chrono::steady_clock::now();
+  auto two = two_captures(d + "/two", "--dist-timeout 3", "--dist-timeout 3", "INTERP_FAULT=kill-after-shard:3");
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_TRUE(two[1].code == 128 + SIGKILL || two[1].code == -1) << "rank 1 should have been killed:\n" << two[1].out;
+  EXPECT_EQ(two[0].code, 1) << two[0].out;
+  EXPECT_NE(two[0].out.find("rank 1 of 2 has written nothing for"), std::string::npos) << two[0].out;
+  EXPECT_FALSE(fs::exists(d + "/two/manifest.json"));
+  std::printf("  rank 1 killed after shard 3; rank 0 gave up after %.1f s\n", s);
+  // a plain open says what the folder is
+  try {
+    (void)interp::ActivationStore::open(d + "/two");
+    ADD_FAILURE() << "opened an unfinished sharded capture";
+  } catch (const interp::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("an unfinished sharded capture"), std::string::npos) << e.what();
+  }
+  auto again = two_captures(d + "/two", "--resume", "--resume");
+  ASSERT_EQ(again[0].code, 0) << again[0].out;
+  ASSERT_EQ(again[1].code, 0) << again[1].out;
+  EXPECT_NE(again[1].out.find("kept from before"), std::string::npos) << again[1].out;
+  EXPECT_EQ(manifest_shards(d + "/one"), manifest_shards(d + "/two"));
+  for (const auto& e : fs::directory_iterator(d + "/two"))
+    EXPECT_EQ(e.path().filename().string().find(".tmp."), std::string::npos) << e.path();
+  interp::ActivationStore::open(d + "/two").verify();
 }

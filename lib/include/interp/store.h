@@ -31,6 +31,7 @@
 namespace interp {
 
 class HookedModel;
+class ProcessGroup;  // interp/dist.h
 
 struct CaptureProgress {
   int64_t tokens_done = 0, tokens_total = 0;  // this run's, resumed tokens included in done
@@ -49,7 +50,15 @@ struct CaptureOptions {
   // What the store is made from, recorded in the manifest (the capture's identity).
   std::string tokenizer_path, tokenizer_hash, corpus, corpus_hash;
   PackOptions pack;
-  std::function<void(const CaptureProgress&)> progress;  // after every batch
+  std::function<void(const CaptureProgress&)> progress;  // after every batch (this rank's tokens)
+  // Sharded capture (interp/dist.h; null: this process alone). Rank r of W captures shards i with
+  // i % W == r into the same folder (a shared filesystem), recording them in its own
+  // manifest.rank-R-of-W.json; rank 0, when its shards are done, waits for the others' manifests
+  // to say complete and merges them into manifest.json. The store is the one a single process
+  // would write: the same shard boundaries, files and checksums. A rank whose manifest stops
+  // changing for `stall_timeout_s` while rank 0 waits is reported as dead; --resume continues.
+  ProcessGroup* group = nullptr;
+  double stall_timeout_s = 300;
 };
 
 struct CaptureResult {
@@ -59,6 +68,7 @@ struct CaptureResult {
   double forward_seconds = 0;  // of which in forward passes
   double wait_seconds = 0;     // and waiting for the writer (disk slower than the model)
   double writer_cpu_seconds = 0;  // CPU time the writer thread used (on another core)
+  double merge_wait_seconds = 0;  // sharded: rank 0 waiting for the other ranks before merging
 };
 
 CaptureResult capture(const HookedModel& model, const PackedContexts& data, const std::string& dir,

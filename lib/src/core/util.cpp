@@ -43,6 +43,7 @@ inline uint64_t merge(uint64_t acc, uint64_t val) { return (acc ^ round(0, val))
 Xxh64::Xxh64(uint64_t seed) : v_{seed + P1 + P2, seed + P2, seed, seed - P1}, seed_(seed) {}
 
 void Xxh64::update(const void* data, size_t n) {
+  if (n == 0) return;  // (data may then be null: memcpy's arguments must not be)
   const auto* p = static_cast<const unsigned char*>(data);
   total_ += n;
   if (buffered_ + n < 32) {

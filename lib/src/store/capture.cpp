@@ -10,11 +10,13 @@
 #include <deque>
 #include <filesystem>
 #include <mutex>
+#include <set>
 #include <nlohmann/json.hpp>
 #include <thread>
 
 #include <sys/resource.h>
 
+#include "interp/dist.h"
 #include "interp/error.h"
 #include "interp/hooks.h"
 #include "interp/store.h"
@@ -91,8 +93,9 @@ int64_t fault_at(const std::string& key) {
 
 class Writer {
  public:
-  Writer(std::string dir, json manifest, BufferPool& pool)
+  Writer(std::string dir, std::string manifest_name, json manifest, BufferPool& pool)
       : dir_(std::move(dir)),
+        manifest_name_(std::move(manifest_name)),
         manifest_(std::move(manifest)),
         pool_(pool),
         kill_after_(fault_at("kill-after-shard:")),
@@ -179,13 +182,13 @@ class Writer {
                                    {"contexts", job.contexts},
                                    {"bytes", static_cast<int64_t>(fs::file_size(path))},
                                    {"xxh64", hex64(hash)}});
-    store_detail::write_manifest(dir_, manifest_);
+    store_detail::write_manifest(dir_, manifest_, manifest_name_);
     tensors.clear();
     pool_.release(std::move(job.buffers));
     written_.fetch_add(1);
   }
 
-  std::string dir_;
+  std::string dir_, manifest_name_;
   json manifest_;
   BufferPool& pool_;
   int64_t kill_after_, fail_at_;
@@ -204,6 +207,66 @@ class Writer {
 namespace {
 CaptureResult capture_into(const HookedModel& model, const PackedContexts& data, const std::string& dir,
                            const CaptureOptions& o);
+
+// Rank 0 of a sharded capture, its own shards done: waits for every rank's manifest to say
+// complete (a rank whose manifest has not changed for stall_s is reported as dead), checks they
+// are of this capture and cover shards 0..n_shards-1 once, writes manifest.json (complete) and
+// removes the rank manifests. Returns the merged manifest.
+json merge_rank_manifests(const std::string& dir, const json& mine, int world, int64_t n_shards, double stall_s) {
+  std::vector<json> parts(world);
+  parts[0] = mine;
+  std::vector<fs::file_time_type> seen(world);
+  std::vector<std::chrono::steady_clock::time_point> changed(world, std::chrono::steady_clock::now());
+  for (;;) {
+    bool all = true;
+    for (int r = 1; r < world; ++r) {
+      if (!parts[r].is_null() && parts[r]["complete"].get<bool>()) continue;
+      const fs::path p = fs::path(dir) / store_detail::rank_manifest_file(r, world);
+      std::error_code ec;
+      const auto t = fs::last_write_time(p, ec);
+      if (!ec && t != seen[r]) {
+        seen[r] = t;
+        changed[r] = std::chrono::steady_clock::now();
+        parts[r] = store_detail::read_rank_manifest(dir, r, world);
+        if (parts[r]["complete"].get<bool>()) continue;
+      }
+      all = false;
+      const double idle = std::chrono::duration<double>(std::chrono::steady_clock::now() - changed[r]).count();
+      if (idle > stall_s)
+        throw Error(fmt::format("{}: rank {} of {} has written nothing for {:.0f} s and is not done; it has probably "
+                                "stopped or died. Stop every rank, then start them all again with --resume",
+                                dir, r, world, idle));
+    }
+    if (all) break;
+    if (stop_requested())
+      throw Error(fmt::format("capture stopped while rank 0 waited for the other ranks (asked to stop); run the same "
+                              "command again with --resume on every rank to finish"));
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  json merged = mine;
+  merged.erase("rank");
+  merged.erase("world_size");
+  std::map<int64_t, json> shards;
+  const int64_t per_shard = mine["contexts_per_shard"].get<int64_t>();
+  for (int r = 0; r < world; ++r) {
+    if (parts[r]["identity"] != mine["identity"])
+      throw Error(fmt::format("{}: rank {} captured something else (its identity differs from rank 0's: model, corpus, "
+                              "hooks, ctx or dtype); give every rank the same command",
+                              dir, r));
+    for (const auto& sh : parts[r]["shards"]) shards[sh["first_context"].get<int64_t>() / per_shard] = sh;
+  }
+  if (static_cast<int64_t>(shards.size()) != n_shards)
+    throw Error(fmt::format("{}: the ranks wrote {} of the {} shards", dir, shards.size(), n_shards));
+  merged["shards"] = json::array();
+  for (auto& [i, sh] : shards) merged["shards"].push_back(sh);
+  merged["complete"] = true;
+  store_detail::write_manifest(dir, merged);
+  for (int r = 0; r < world; ++r) {
+    std::error_code ec;
+    fs::remove(fs::path(dir) / store_detail::rank_manifest_file(r, world), ec);
+  }
+  return merged;
+}
 }  // namespace
 
 // A folder this call created is removed again if the capture fails before its first shard is
@@ -216,7 +279,8 @@ CaptureResult capture(const HookedModel& model, const PackedContexts& data, cons
   try {
     return capture_into(model, data, dir, o);
   } catch (...) {
-    if (!existed && fs::is_directory(dir, ec)) {
+    // (sharded: other ranks may be writing into the folder; it stays)
+    if (!existed && !o.group && fs::is_directory(dir, ec)) {
       bool has_shard = false;
       for (const auto& e : fs::directory_iterator(dir, ec))
         if (e.path().filename().string().rfind("shard-", 0) == 0 &&
@@ -307,46 +371,130 @@ CaptureResult capture_into(const HookedModel& model, const PackedContexts& data,
                    {"complete", false}};
   if (data.has_tags()) manifest["tag_names"] = data.tag_names();
 
+  // Sharded (--dist): this rank's shards are those with index % world == rank; its progress goes
+  // to its own manifest, merged into manifest.json at the end.
+  const int world = o.group ? o.group->size() : 1, rank = o.group ? o.group->rank() : 0;
+  const int64_t n_shards = (total_contexts + per_shard - 1) / per_shard;
+  const std::string mname = world == 1 ? "manifest.json" : store_detail::rank_manifest_file(rank, world);
+
   // The folder: new, or this same capture to resume; anything else is refused.
   CaptureResult result;
-  int64_t done_contexts = 0;
+  std::set<int64_t> kept;  // shard indices already written (resume)
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) throw Error(fmt::format("{}: cannot create the store folder ({})", dir, ec.message()));
-  const fs::path mpath = fs::path(dir) / "manifest.json";
-  if (fs::exists(mpath)) {
-    json old = store_detail::read_manifest(dir);
+  auto check_identity = [&](const json& old, const std::string& what) {
     std::vector<std::string> differs;
     for (const auto& [k, v] : identity.items())
       if (!old["identity"].contains(k) || old["identity"][k] != v) differs.push_back(k);
     if (!differs.empty())
-      throw Error(fmt::format("{} holds a different capture ({} differ); choose another --out folder or delete it", dir,
-                              fmt::join(differs, ", ")));
+      throw Error(fmt::format("{} holds a different capture ({} differ{}); choose another --out folder or delete it",
+                              dir, fmt::join(differs, ", "), what == "manifest.json" ? "" : ", in " + what));
+  };
+  bool rank_files = false;
+  for (const auto& e : fs::directory_iterator(dir))
+    if (e.path().filename().string().rfind(store_detail::kRankManifestPrefix, 0) == 0) rank_files = true;
+  const fs::path store_manifest = fs::path(dir) / "manifest.json";
+  if (fs::exists(store_manifest)) {
+    json old = store_detail::read_manifest(dir);
+    check_identity(old, "manifest.json");
     if (!o.resume)
       throw Error(fmt::format("{} already holds this capture ({} of its shards); pass --resume to continue or extend "
                               "it, or choose another --out folder",
                               dir, old["shards"].size()));
-    manifest["shards"] = old["shards"];
-    for (const auto& s : old["shards"]) {
-      store_detail::check_shard(dir, s);  // a kept shard must be intact
-      done_contexts += s["contexts"].get<int64_t>();
+    if (world > 1 && !old["complete"].get<bool>())
+      throw Error(fmt::format("{} holds an unfinished capture of one process; resume it without --dist, or capture "
+                              "into a new folder",
+                              dir));
+    if (world > 1 && old.value("target_contexts", json(0)) != json(total_contexts))
+      throw Error(fmt::format("{} holds this capture with {} contexts, not {}; a sharded capture does not extend a "
+                              "store: extend it without --dist, or capture into a new folder",
+                              dir, old.value("target_contexts", json(0)).dump(), total_contexts));
+    if (world > 1) {  // complete already: nothing to do
+      result.resumed_shards = result.shards = static_cast<int64_t>(old["shards"].size());
+      result.tokens = total_contexts * ctx;
+      return result;
     }
-    result.resumed_shards = static_cast<int64_t>(old["shards"].size());
+    manifest["shards"] = old["shards"];
+    for (const auto& sh : old["shards"]) {
+      store_detail::check_shard(dir, sh);  // a kept shard must be intact
+      kept.insert(sh["first_context"].get<int64_t>() / per_shard);
+    }
+  } else if (world == 1 && rank_files) {
+    throw Error(fmt::format("{} holds an unfinished sharded capture (capture --dist); start every rank again with "
+                            "--resume and the same number of ranks, or choose another --out folder",
+                            dir));
+  } else if (world > 1 && fs::exists(fs::path(dir) / mname)) {
+    json old = store_detail::read_rank_manifest(dir, rank, world);
+    check_identity(old, mname);
+    if (old["target_contexts"] != json(total_contexts))
+      throw Error(fmt::format("{}: this sharded capture was started for {} contexts, not {}; resume it with the same "
+                              "--tokens",
+                              dir, old["target_contexts"].dump(), total_contexts));
+    if (!o.resume)
+      throw Error(fmt::format("{} already holds this rank's part of the capture ({}); pass --resume to continue it, or "
+                              "choose another --out folder",
+                              dir, mname));
+    manifest["shards"] = old["shards"];
+    for (const auto& sh : old["shards"]) {
+      store_detail::check_shard(dir, sh);
+      kept.insert(sh["first_context"].get<int64_t>() / per_shard);
+    }
   } else {
     for (const auto& e : fs::directory_iterator(dir)) {
       std::string name = e.path().filename().string();
-      if (name.find(".tmp.") == std::string::npos && name.rfind("shard-", 0) != 0)
+      if (name.find(".tmp.") == std::string::npos && name.rfind("shard-", 0) != 0 &&
+          !(world > 1 && name.rfind(store_detail::kRankManifestPrefix, 0) == 0))
         throw Error(fmt::format("{} is not empty and holds no interp store (found '{}'); choose an empty or new "
                                 "--out folder",
                                 dir, name));
     }
   }
-  for (const auto& e : fs::directory_iterator(dir))  // leftovers of a killed run
-    if (e.path().filename().string().find(".tmp.") != std::string::npos) fs::remove(e.path(), ec);
-  if (done_contexts > total_contexts)
-    throw Error(fmt::format("{} already holds {} contexts, more than the {} asked for", dir, done_contexts, total_contexts));
-  manifest["complete"] = done_contexts == total_contexts;
-  store_detail::write_manifest(dir, manifest);
+  result.resumed_shards = static_cast<int64_t>(kept.size());
+  // Leftovers of a killed run: every temporary when alone; a rank removes only its own (the others'
+  // may be in flight).
+  for (const auto& e : fs::directory_iterator(dir)) {
+    const std::string name = e.path().filename().string();
+    const size_t tmp = name.find(".tmp.");
+    if (tmp == std::string::npos) continue;
+    const std::string base = name.substr(0, tmp);
+    bool ours = world == 1 || base == mname;
+    if (!ours && base.rfind("shard-", 0) == 0)
+      for (int64_t i = rank; i < n_shards && !ours; i += world) ours = base == store_detail::shard_file(i);
+    if (ours) fs::remove(e.path(), ec);
+  }
+  // The plan: (index, first context, contexts) of each shard to write. Alone: on from what the
+  // store holds (an extended capture continues after its last shard). Sharded: this rank's cells
+  // of the fixed grid of per_shard contexts.
+  struct Planned {
+    int64_t index, first, contexts;
+  };
+  std::vector<Planned> plan;
+  int64_t my_contexts = 0, done_contexts = 0;
+  if (world == 1) {
+    for (const auto& sh : manifest["shards"]) done_contexts += sh["contexts"].get<int64_t>();
+    if (done_contexts > total_contexts)
+      throw Error(fmt::format("{} already holds {} contexts, more than the {} asked for", dir, done_contexts,
+                              total_contexts));
+    my_contexts = total_contexts;
+    int64_t index = static_cast<int64_t>(manifest["shards"].size());
+    for (int64_t first = done_contexts; first < total_contexts; first += per_shard)
+      plan.push_back({index++, first, std::min(per_shard, total_contexts - first)});
+  } else {
+    for (int64_t i = rank; i < n_shards; i += world) {
+      const int64_t c = std::min(per_shard, total_contexts - i * per_shard);
+      my_contexts += c;
+      if (kept.count(i)) done_contexts += c;
+      else plan.push_back({i, i * per_shard, c});
+    }
+  }
+  if (world == 1) result.resumed_shards = static_cast<int64_t>(manifest["shards"].size());
+  manifest["complete"] = done_contexts == my_contexts;
+  if (world > 1) {
+    manifest["rank"] = rank;
+    manifest["world_size"] = world;
+  }
+  store_detail::write_manifest(dir, manifest, mname);
 
   RunOptions run;
   if (all_in_blocks && deepest >= 0) run.stop_at_layer = deepest + 1;  // nothing needed above the deepest hook
@@ -358,14 +506,13 @@ CaptureResult capture_into(const HookedModel& model, const PackedContexts& data,
   if (data.has_tags()) layout["tags"] = {{ctx}, at::kShort};
   // queue finished shards wait for the writer while one is being written and one filled
   BufferPool pool(layout, per_shard, std::max(1, o.queue) + 1);
-  Writer writer(dir, manifest, pool);
+  Writer writer(dir, mname, manifest, pool);
   const int64_t resumed_tokens = done_contexts * ctx;
-  int64_t shard_index = result.resumed_shards;
-  while (done_contexts < total_contexts) {
+  for (const Planned& next : plan) {
     ShardJob job;
-    job.index = shard_index++;
-    job.first_context = done_contexts;
-    job.contexts = std::min(per_shard, total_contexts - done_contexts);
+    job.index = next.index;
+    job.first_context = next.first;
+    job.contexts = next.contexts;
     auto t_wait = std::chrono::steady_clock::now();
     job.buffers = pool.acquire();  // waits while the writer is `queue` shards behind
     result.wait_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t_wait).count();
@@ -380,8 +527,8 @@ CaptureResult capture_into(const HookedModel& model, const PackedContexts& data,
       if (data.has_tags()) job.buffers["tags"].narrow(0, b, n).copy_(data.tags(job.first_context + b, n));
       if (o.progress) {
         CaptureProgress p;
-        p.tokens_done = (job.first_context + b + n) * ctx;
-        p.tokens_total = total_contexts * ctx;
+        p.tokens_done = (done_contexts + b + n) * ctx;
+        p.tokens_total = my_contexts * ctx;
         p.shards_written = result.resumed_shards + writer.written();
         double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
         p.tokens_per_s = s > 0 ? static_cast<double>(p.tokens_done - resumed_tokens) / s : 0;
@@ -391,13 +538,13 @@ CaptureResult capture_into(const HookedModel& model, const PackedContexts& data,
     }
     done_contexts += job.contexts;
     writer.push(std::move(job));
-    if (stop_requested() && done_contexts < total_contexts) {  // a safe point: the shard is handed to the writer
+    if (stop_requested() && done_contexts < my_contexts) {  // a safe point: the shard is handed to the writer
       json partial = writer.finish();  // every shard pushed is written and in the manifest
       partial["complete"] = false;
-      store_detail::write_manifest(dir, partial);
+      store_detail::write_manifest(dir, partial, mname);
       throw Error(fmt::format("capture stopped after {} of {} contexts (asked to stop); {} holds the {} shards written: "
                               "run the same command again with --resume to continue",
-                              done_contexts, total_contexts, dir, partial["shards"].size()));
+                              done_contexts, my_contexts, dir, partial["shards"].size()));
     }
   }
   auto t0 = std::chrono::steady_clock::now();
@@ -405,9 +552,16 @@ CaptureResult capture_into(const HookedModel& model, const PackedContexts& data,
   result.wait_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   result.writer_cpu_seconds = writer.cpu_seconds();
   final_manifest["complete"] = true;
-  store_detail::write_manifest(dir, final_manifest);
+  store_detail::write_manifest(dir, final_manifest, mname);
   result.shards = static_cast<int64_t>(final_manifest["shards"].size());
-  result.tokens = total_contexts * ctx;
+  result.tokens = my_contexts * ctx;
+  if (world > 1 && rank == 0) {
+    const auto m0 = std::chrono::steady_clock::now();
+    json merged = merge_rank_manifests(dir, final_manifest, world, n_shards, o.stall_timeout_s);
+    result.merge_wait_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - m0).count();
+    result.shards = static_cast<int64_t>(merged["shards"].size());
+    result.tokens = total_contexts * ctx;
+  }
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return result;
 }

@@ -15,9 +15,13 @@ using json = nlohmann::json;
 
 std::string shard_file(int64_t index) { return fmt::format("shard-{:06d}.safetensors", index); }
 
-void write_manifest(const std::string& dir, const json& m) {
+std::string rank_manifest_file(int rank, int world) {
+  return fmt::format("{}{}-of-{}.json", kRankManifestPrefix, rank, world);
+}
+
+void write_manifest(const std::string& dir, const json& m, const std::string& name) {
   std::string text = m.dump(2) + "\n";
-  AtomicFile out((fs::path(dir) / "manifest.json").string());
+  AtomicFile out((fs::path(dir) / name).string());
   out.write(text.data(), text.size());
   out.commit();
 }
@@ -34,7 +38,15 @@ int64_t json_int(const nlohmann::json& v, const std::string& what, int64_t min, 
 json read_manifest(const std::string& dir) {
   const std::string path = (fs::path(dir) / "manifest.json").string();
   std::ifstream in(path);
-  if (!in) throw Error(fmt::format("{}: no manifest.json; is this an activation store (written by `interp capture`)?", dir));
+  if (!in) {
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(dir, ec))
+      if (e.path().filename().string().rfind(kRankManifestPrefix, 0) == 0)
+        throw Error(fmt::format("{}: an unfinished sharded capture (capture --dist; found {}): start every rank again "
+                                "with --resume and the same number of ranks to finish it",
+                                dir, e.path().filename().string()));
+    throw Error(fmt::format("{}: no manifest.json; is this an activation store (written by `interp capture`)?", dir));
+  }
   json m;
   try {
     m = json::parse(in);
@@ -68,6 +80,46 @@ json read_manifest(const std::string& dir) {
       if (!s.at("xxh64").is_string()) throw bad(fmt::format("shard {}'s xxh64 is not a string", i));
       next += contexts;
       ++i;
+    }
+  } catch (const json::exception& e) {
+    throw bad(e.what());
+  } catch (const Error& e) {
+    throw bad(e.what());
+  }
+  return m;
+}
+
+json read_rank_manifest(const std::string& dir, int rank, int world) {
+  const std::string name = rank_manifest_file(rank, world);
+  const std::string path = (fs::path(dir) / name).string();
+  std::ifstream in(path);
+  if (!in) throw Error(fmt::format("{}: cannot read {}", dir, name));
+  auto bad = [&](const std::string& why) {
+    return Error(fmt::format("{}: damaged rank manifest: {}; delete the store folder and capture again", path, why));
+  };
+  json m;
+  try {
+    m = json::parse(in);
+    const json& cm = m;
+    if (cm.value("format", "") != kFormat) throw Error(fmt::format("format is not {}", kFormat));
+    for (const char* k : {"identity", "ctx", "hooks", "shards", "complete", "contexts_per_shard", "target_contexts"})
+      if (!cm.contains(k)) throw Error(fmt::format("field '{}' missing", k));
+    const int64_t per_shard = json_int(cm.at("contexts_per_shard"), "contexts_per_shard", 1);
+    const int64_t total = json_int(cm.at("target_contexts"), "target_contexts", 1);
+    if (!cm.at("shards").is_array()) throw Error("shards is not a list");
+    for (const auto& s : cm.at("shards")) {
+      if (!s.is_object()) throw Error("a shard is not an object");
+      for (const char* k : {"file", "first_context", "contexts", "bytes", "xxh64"})
+        if (!s.contains(k)) throw Error(fmt::format("a shard lacks '{}'", k));
+      const int64_t first = json_int(s.at("first_context"), "a shard's first_context");
+      if (first % per_shard != 0 || first >= total) throw Error(fmt::format("a shard starts at context {}", first));
+      const int64_t index = first / per_shard;
+      if (index % world != rank) throw Error(fmt::format("shard {} belongs to rank {}", index, index % world));
+      if (s.at("file") != shard_file(index)) throw Error(fmt::format("shard {} is named {}", index, s.at("file").dump()));
+      if (json_int(s.at("contexts"), "a shard's contexts", 1) != std::min(per_shard, total - first))
+        throw Error(fmt::format("shard {} has the wrong number of contexts", index));
+      json_int(s.at("bytes"), "a shard's bytes", 0);
+      if (!s.at("xxh64").is_string()) throw Error("a shard's xxh64 is not a string");
     }
   } catch (const json::exception& e) {
     throw bad(e.what());

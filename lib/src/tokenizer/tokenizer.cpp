@@ -20,8 +20,11 @@
 #include "interp/error.h"
 #include "interp/util.h"
 
-// AddressSanitizer refuses RTLD_DEEPBIND (it would bypass its interceptors): sanitizer builds load
-// the shim without it, which works for encode/decode/load (see docs/reliability.md).
+// AddressSanitizer refuses RTLD_DEEPBIND (it would bypass its interceptors), and without it the
+// shim's protobuf binds to LibTorch's and crashes on load. Sanitizer builds load the shim into a
+// link namespace of its own instead (dlmopen(LM_ID_NEWLM)): its libraries, protobuf and C++ runtime
+// are separate copies there, not instrumented; the C interface passes only plain data and buffers
+// the shim frees itself (see docs/reliability.md).
 #if defined(__SANITIZE_ADDRESS__)
 #define INTERP_ASAN 1
 #elif defined(__has_feature)
@@ -29,9 +32,7 @@
 #define INTERP_ASAN 1
 #endif
 #endif
-#ifdef INTERP_ASAN
-constexpr int kDeepBind = 0;
-#else
+#ifndef INTERP_ASAN
 constexpr int kDeepBind = RTLD_DEEPBIND;
 #endif
 
@@ -75,7 +76,11 @@ const Shim& shim() {
       }
       // RTLD_DEEPBIND: the shim and libsentencepiece resolve symbols in their own dependencies
       // first, not in LibTorch's protobuf already loaded in this process.
+#ifdef INTERP_ASAN
+      void* lib = dlmopen(LM_ID_NEWLM, path.c_str(), RTLD_NOW | RTLD_LOCAL);
+#else
       void* lib = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | kDeepBind);
+#endif
       if (!lib) {
         tried.push_back(fmt::format("{} ({})", path, dlerror()));
         continue;
