@@ -163,7 +163,7 @@ int main(int argc, char** argv) {
   const double t1 = median(alone), t2 = median(pair), c2 = median(comm);
   fmt::print("median: alone {:.1f} ms/step, 2 ranks {:.1f} ms/step, speed ratio {:.2f}x (same {} cores)\n", 1e3 * t1,
              1e3 * t2, median(ratio), threads);
-  fmt::print("per step, per rank: {:.2f} MB all-reduced (gradients {} floats + loss + fired latents + stop flag); "
+  fmt::print("per step, per rank: {:.2f} MB all-reduced (gradients {:.0f} floats + loss + fired latents + stop flag); "
              "{:.1f} ms waiting in exchanges ({:.0f}% of the step)\n",
              per_step_bytes / 1e6, per_step_bytes / 4 - static_cast<double>(s.d_sae) - 2, 1e3 * c2, 100 * c2 / t2);
   // Projection: W machines, each as fast as this one alone (t1 for the whole batch), ring

@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <string>
 
 #include "interp/error.h"
@@ -36,6 +37,24 @@ inline std::string scratch(const std::string& name) {
 inline void write_file(const std::string& path, const uint8_t* data, size_t size) {
   std::ofstream f(path, std::ios::binary | std::ios::trunc);
   f.write(reinterpret_cast<const char*>(data), static_cast<std::streamsize>(size));
+}
+
+// A scratch folder `name` holding a copy of the fixture `fixed` (a path under tests/fixtures) under
+// its own file name, and the fuzzed bytes as `fuzzed`: an SAE folder with one file damaged. The
+// copy is made once per process. Returns the folder.
+inline std::string folder_with(const std::string& name, const std::string& fixtures, const std::string& fixed,
+                               const std::string& fuzzed, const uint8_t* data, size_t size) {
+  const std::string dir = scratch(name);
+  static std::map<std::string, bool> ready;
+  if (!ready[dir]) {
+    std::filesystem::create_directories(dir);
+    const std::filesystem::path from = std::filesystem::path(fixtures) / fixed;
+    std::filesystem::copy_file(from, std::filesystem::path(dir) / from.filename(),
+                               std::filesystem::copy_options::overwrite_existing);
+    ready[dir] = true;
+  }
+  write_file(dir + "/" + fuzzed, data, size);
+  return dir;
 }
 
 }  // namespace interp::fuzz

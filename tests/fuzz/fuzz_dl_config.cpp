@@ -8,15 +8,7 @@
 #endif
 
 INTERP_FUZZ_TARGET({
-  const std::string dir = interp::fuzz::scratch("dl_config");
-  static const bool ready = [&] {
-    std::filesystem::create_directories(dir);
-    std::filesystem::copy_file(std::string(INTERP_FIXTURES) + "/sae_formats/dictionary_learning/topk/ae.pt",
-                               dir + "/ae.pt", std::filesystem::copy_options::overwrite_existing);
-    return true;
-  }();
-  (void)ready;
-  interp::fuzz::write_file(dir + "/config.json", data, size);
+  const std::string dir = interp::fuzz::folder_with("dl_config", INTERP_FIXTURES, "sae_formats/dictionary_learning/topk/ae.pt", "config.json", data, size);
   interp::SAE sae = interp::SAE::load(dir);
   (void)sae.config().d_sae;
 })

@@ -16,6 +16,7 @@
 #ifdef INTERP_HAVE_C10D
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#include <torch/version.h>
 #ifdef INTERP_NCCL
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
@@ -82,6 +83,14 @@ void DistOptions::validate() const {
 bool dist_available() { return true; }
 
 namespace {
+
+// LibTorch 2.x made the backends (ProcessGroupGloo, ProcessGroupNCCL) c10d::Backends; in 1.x they
+// are c10d::ProcessGroups. Both have the collectives used here, with the same signatures.
+#if TORCH_VERSION_MAJOR >= 2
+using C10dBackend = c10d::Backend;
+#else
+using C10dBackend = c10d::ProcessGroup;
+#endif
 
 class C10dGroup final : public ProcessGroup {
  public:
@@ -191,7 +200,7 @@ class C10dGroup final : public ProcessGroup {
   DistOptions o_;
   std::string backend_;
   c10::intrusive_ptr<c10d::Store> store_;
-  c10::intrusive_ptr<c10d::ProcessGroup> pg_;
+  c10::intrusive_ptr<C10dBackend> pg_;
 };
 
 }  // namespace
