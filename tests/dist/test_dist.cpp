@@ -18,6 +18,8 @@
 #include <thread>
 #include <vector>
 
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+
 #include "interp/dist.h"
 #include "interp/error.h"
 #include "interp/sae.h"
@@ -209,6 +211,39 @@ TEST(Dist, AMissingRankIsAClearErrorWithinTheTimeout) {
   } catch (const interp::Error& e) {
     EXPECT_NE(std::string(e.what()).find("is rank 0 running"), std::string::npos) << e.what();
   }
+}
+
+// Under torchrun, the agent serves the store on MASTER_PORT before the workers start; the workers
+// (rank 0 too) join it under "/worker/attempt_N" instead of serving one. The agent is played here
+// by a TCPStore server of this process.
+TEST(Dist, JoinsTheStoreTorchrunsAgentServes) {
+  if (!interp::dist_available()) GTEST_SKIP() << "built without torch.distributed";
+  const int port = free_port();
+  c10d::TCPStoreOptions so;
+  so.port = static_cast<uint16_t>(port);
+  so.isServer = true;
+  so.waitWorkers = false;
+  auto agent = c10::make_intrusive<c10d::TCPStore>("127.0.0.1", so);
+  ::setenv("TORCHELASTIC_USE_AGENT_STORE", "True", 1);
+  ::setenv("TORCHELASTIC_RESTART_COUNT", "0", 1);
+  std::vector<double> sums(2);
+  std::vector<std::thread> ranks;
+  for (int r = 0; r < 2; ++r)
+    ranks.emplace_back([&, r] {
+      try {
+        auto g = interp::ProcessGroup::connect(rank_options(r, 2, port, 20));
+        std::vector<at::Tensor> t = {at::full({1}, static_cast<double>(r + 1))};
+        g->all_reduce(t);
+        sums[r] = t[0].item<double>();
+      } catch (const std::exception& e) {
+        ADD_FAILURE() << "rank " << r << ": " << e.what();
+      }
+    });
+  for (auto& t : ranks) t.join();
+  ::unsetenv("TORCHELASTIC_USE_AGENT_STORE");
+  ::unsetenv("TORCHELASTIC_RESTART_COUNT");
+  EXPECT_EQ(sums[0], 3);
+  EXPECT_EQ(sums[1], 3);
 }
 
 TEST(Dist, OptionsComeFromTheEnvironmentAndAreChecked) {

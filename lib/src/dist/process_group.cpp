@@ -14,6 +14,7 @@
 #include "interp/error.h"
 
 #ifdef INTERP_HAVE_C10D
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include <torch/version.h>
@@ -103,14 +104,19 @@ class C10dGroup final : public ProcessGroup {
                   "use --dist-backend gloo");
     c10d::TCPStoreOptions so;
     so.port = static_cast<uint16_t>(o.master_port);
-    // Under torchrun the agent already serves the store on MASTER_PORT; workers join it (as
-    // PyTorch's env:// rendezvous does).
-    so.isServer = o.rank == 0 && env("TORCHELASTIC_USE_AGENT_STORE") != "True";
+    // Under torchrun the agent already serves the store on MASTER_PORT; workers join it under the
+    // prefix of their restart attempt, as PyTorch's env:// rendezvous does.
+    const bool agent_store = env("TORCHELASTIC_USE_AGENT_STORE") == "True";
+    so.isServer = o.rank == 0 && !agent_store;
     so.numWorkers = static_cast<size_t>(o.world_size);
     so.waitWorkers = true;
     so.timeout = timeout;
     try {
       store_ = c10::make_intrusive<c10d::TCPStore>(o.master_addr, so);
+      if (agent_store) {
+        const std::string attempt = env("TORCHELASTIC_RESTART_COUNT");
+        store_ = c10::make_intrusive<c10d::PrefixStore>("/worker/attempt_" + (attempt.empty() ? "0" : attempt), store_);
+      }
     } catch (const std::exception& e) {
       throw Error(fmt::format("--dist: rank {} of {} could not meet the others at {}:{} within {} s ({}); {}", o.rank,
                               o.world_size, o.master_addr, o.master_port, o.timeout_s, first_line(e.what()),
