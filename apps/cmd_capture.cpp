@@ -82,6 +82,7 @@ void register_capture(CLI::App& app) {
   cmd->callback([a] {
     allow_graceful_stop();  // Ctrl-C / SIGTERM: stop at the next shard or step, resumable
     const std::optional<DistOptions> dist = a->dist.options();  // checked before any work
+    if (dist && a->model.device == "cuda") a->model.device = fmt::format("cuda:{}", dist->local_rank);  // one GPU a rank
     HookedModel model = a->model.load();
     TokenizedCorpus tc = a->corpus.load();
     if (tc.vocab_size > model.info().d_vocab)

@@ -90,6 +90,7 @@ void register_sae(CLI::App& app) {
     if (dist && a->batch % dist->world_size != 0)
       throw Error(fmt::format("--batch {} must split evenly over the {} ranks (--batch is the global batch)", a->batch,
                               dist->world_size));
+    if (dist && a->device == "cuda") a->device = fmt::format("cuda:{}", dist->local_rank);  // one GPU a rank
     if (a->format == "sparsify" && a->arch != "topk")  // before training, not after
       throw Error(fmt::format("--format sparsify holds TopK SAEs; --arch is {} (use --format saelens)", a->arch));
     if (!a->synthetic && a->activations.empty() && a->model.empty())
