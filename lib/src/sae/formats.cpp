@@ -20,6 +20,7 @@
 #include "interp/error.h"
 #include "interp/safetensors.h"
 #include "interp/sae.h"
+#include "sae/json_fields.h"
 #include "interp/util.h"
 #include "io/atomic_file.h"
 
@@ -99,10 +100,19 @@ SAEConfig sparsify_config(const fs::path& dir) {
     if (j.value("skip_connection", false))
       throw Error(fmt::format("{}: skip_connection (W_skip) is not supported", where));
     c.architecture = "topk";
-    c.d_in = j.at("d_in").get<int64_t>();
-    const int64_t n = j.value("num_latents", int64_t{0});
-    c.d_sae = n > 0 ? n : c.d_in * j.value("expansion_factor", int64_t{0});
-    c.k = j.at("k").get<int64_t>();
+    auto integer = [&](const char* field, bool required) -> int64_t {
+      if (!j.contains(field) || j.at(field).is_null()) {
+        if (required) throw Error(fmt::format("{}: '{}' is missing", where, field));
+        return 0;
+      }
+      return sae_detail::json_integer(j.at(field), where, field);
+    };
+    c.d_in = integer("d_in", true);
+    const int64_t n = integer("num_latents", false), factor = integer("expansion_factor", false);
+    if (n <= 0 && c.d_in > 0 && factor > std::numeric_limits<int64_t>::max() / c.d_in)
+      throw Error(fmt::format("{}: d_in {} x expansion_factor {} is too large", where, c.d_in, factor));
+    c.d_sae = n > 0 ? n : c.d_in * factor;
+    c.k = integer("k", true);
   } catch (const json::exception& e) {
     throw Error(fmt::format("{}: {} (a sparsify cfg.json has d_in, k and num_latents or expansion_factor)", where,
                             e.what()));
@@ -315,6 +325,9 @@ DictionaryLearning read_dictionary_learning(const fs::path& dir) {
     }
   }
   const json trainer = cfg.is_object() && cfg.contains("trainer") && cfg["trainer"].is_object() ? cfg["trainer"] : json::object();
+  if (trainer.contains("dict_class") && !trainer["dict_class"].is_string())
+    throw Error(fmt::format("{}: trainer.dict_class must be the class's name, a string (got {})",
+                            (dir / "config.json").string(), trainer["dict_class"].dump()));
   d.dict_class = trainer.value("dict_class", "");
   if (trainer.contains("submodule_name") && trainer["submodule_name"].is_string()) d.hook = trainer["submodule_name"];
   if (d.dict_class.empty()) {  // no config: tell the class by its parameters

@@ -1,4 +1,5 @@
 #include "interp/sae.h"
+#include "sae/json_fields.h"
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
@@ -113,17 +114,7 @@ SAEConfig SAEConfig::from_json(const std::string& text, const std::string& where
   }
   SAEConfig c;
   // A size must be an integer: 16.5 would otherwise be read as 16.
-  auto integer = [&](const json& v, const char* field) -> int64_t {
-    if (v.is_number_integer()) {
-      if (v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
-        throw Error(fmt::format("{}: '{}' is too large (got {})", where, field, v.dump()));
-      return v.get<int64_t>();
-    }
-    // 16.0 is 16; 16.5, text, or a number beyond 2^53 is not an integer here
-    if (v.is_number_float() && std::abs(v.get<double>()) < 9007199254740992.0 && v.get<double>() == std::floor(v.get<double>()))
-      return static_cast<int64_t>(v.get<double>());
-    throw Error(fmt::format("{}: '{}' must be an integer (got {})", where, field, v.dump()));
-  };
+  auto integer = [&](const json& v, const char* field) { return sae_detail::json_integer(v, where, field); };
   try {
     if (!j.is_object()) throw Error(fmt::format("{}: not a JSON object of SAE settings", where));
     c.architecture = j.value("architecture", "standard");
