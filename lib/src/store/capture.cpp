@@ -379,7 +379,7 @@ CaptureResult capture_into(const HookedModel& model, const PackedContexts& data,
 
   // The folder: new, or this same capture to resume; anything else is refused.
   CaptureResult result;
-  std::set<int64_t> kept;  // shard indices already written (resume)
+  std::set<int64_t> kept;  // sharded: grid cells already written (resume)
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) throw Error(fmt::format("{}: cannot create the store folder ({})", dir, ec.message()));
@@ -416,10 +416,6 @@ CaptureResult capture_into(const HookedModel& model, const PackedContexts& data,
       return result;
     }
     manifest["shards"] = old["shards"];
-    for (const auto& sh : old["shards"]) {
-      store_detail::check_shard(dir, sh);  // a kept shard must be intact
-      kept.insert(sh["first_context"].get<int64_t>() / per_shard);
-    }
   } else if (world == 1 && rank_files) {
     throw Error(fmt::format("{} holds an unfinished sharded capture (capture --dist); start every rank again with "
                             "--resume and the same number of ranks, or choose another --out folder",
@@ -436,10 +432,6 @@ CaptureResult capture_into(const HookedModel& model, const PackedContexts& data,
                               "choose another --out folder",
                               dir, mname));
     manifest["shards"] = old["shards"];
-    for (const auto& sh : old["shards"]) {
-      store_detail::check_shard(dir, sh);
-      kept.insert(sh["first_context"].get<int64_t>() / per_shard);
-    }
   } else {
     for (const auto& e : fs::directory_iterator(dir)) {
       std::string name = e.path().filename().string();
@@ -450,7 +442,11 @@ CaptureResult capture_into(const HookedModel& model, const PackedContexts& data,
                                 dir, name));
     }
   }
-  result.resumed_shards = static_cast<int64_t>(kept.size());
+  for (const auto& sh : manifest["shards"]) {  // kept shards (resume) must be intact
+    store_detail::check_shard(dir, sh);
+    kept.insert(sh["first_context"].get<int64_t>() / per_shard);  // (the grid's cells, when sharded)
+  }
+  result.resumed_shards = static_cast<int64_t>(manifest["shards"].size());
   // Leftovers of a killed run: every temporary when alone; a rank removes only its own (the others'
   // may be in flight).
   for (const auto& e : fs::directory_iterator(dir)) {
@@ -488,7 +484,6 @@ CaptureResult capture_into(const HookedModel& model, const PackedContexts& data,
       else plan.push_back({i, i * per_shard, c});
     }
   }
-  if (world == 1) result.resumed_shards = static_cast<int64_t>(manifest["shards"].size());
   manifest["complete"] = done_contexts == my_contexts;
   if (world > 1) {
     manifest["rank"] = rank;
